@@ -1,0 +1,1 @@
+"""Job functions and the worker entry. Never imports Flask or the producer."""

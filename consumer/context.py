@@ -1,0 +1,46 @@
+"""Per-process resources of a worker: settings and the database engine, built once."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from shared.db import init_db, make_engine
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this worker process, read from the environment once."""
+    return Settings.from_env()
+
+
+_engines: dict[str, Engine] = {}
+
+
+def get_engine(url: str) -> Engine:
+    """One engine per database URL per process, with the tables created."""
+    engine = _engines.get(url)
+    if engine is not None:
+        return engine
+    engine = make_engine(url)
+    try:
+        init_db(engine)
+    except (OperationalError, ProgrammingError):
+        # Another process created the tables between our check and our CREATE: look again.
+        logger.debug("concurrent table creation on %s; retrying once", engine.url.render_as_string())
+        init_db(engine)
+    _engines[url] = engine
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every engine's pooled connections (tests, and after a fork)."""
+    while _engines:
+        _, engine = _engines.popitem()
+        engine.dispose()

@@ -1,0 +1,67 @@
+"""The producer: a Flask API that validates requests and enqueues jobs into RQ queues."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
+from flask import Flask
+
+from shared.connections import get_cache_redis, get_redis
+from shared.db import init_db, make_engine
+from shared.settings import Settings
+
+from .access_log import register_access_log
+from .errors import register_error_handlers
+from .state import EXTENSION, ArchiveState
+
+logger = logging.getLogger(__name__)
+
+_SETTING_NAMES = {f.name for f in fields(Settings)}
+
+
+def _settings_from(config: Mapping[str, Any] | None) -> Settings:
+    """Defaults, then the environment, then ``config`` (lower-case keys are settings)."""
+    settings = Settings.from_env()
+    if config:
+        if isinstance(config.get("SETTINGS"), Settings):
+            settings = config["SETTINGS"]
+        overrides = {key: value for key, value in config.items() if key in _SETTING_NAMES}
+        if overrides:
+            settings = settings.with_overrides(**overrides)
+    return settings
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the producer app: settings, one Redis client, one engine, blueprints."""
+    app = Flask(__name__)
+    settings = _settings_from(config)
+    app.config.from_mapping(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    if config:
+        app.config.from_mapping({k: v for k, v in config.items() if k.isupper()})
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    redis = get_redis(settings)
+    engine = make_engine(settings.database_url)
+    init_db(engine)
+    app.extensions[EXTENSION] = ArchiveState(
+        settings=settings,
+        redis=redis,
+        cache_redis=get_cache_redis(settings, redis),
+        engine=engine,
+    )
+
+    register_error_handlers(app)
+    register_access_log(app)
+
+    from . import health, jobs, members
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(members.bp)
+    app.register_blueprint(jobs.bp)
+    return app

@@ -1,0 +1,84 @@
+"""``GET /jobs/<id>``: a job's status, timestamps, attempts, result or error."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.results import Result
+from rq.serializers import JSONSerializer
+
+from .exceptions import NotFound
+from .openapi import operation
+from .schemas import JobInfo
+from .state import get_state
+
+bp = Blueprint("jobs", __name__)
+
+JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Timeout|Interrupt)\b.*")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def attempts_of(job: Job, status: JobStatus) -> tuple[int, int]:
+    """(attempts made so far, attempts allowed) from the job's retry counter."""
+    max_attempts = int(job.meta.get("maxAttempts", 1))
+    retries_left = job.retries_left if job.retries_left is not None else max_attempts - 1
+    done = max_attempts - 1 - retries_left
+    if status in (JobStatus.STARTED, JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED):
+        done += 1
+    return max(done, 0), max_attempts
+
+
+def error_summary(job: Job) -> str | None:
+    """The last line of the latest failure's traceback."""
+    result = job.latest_result()
+    if result is None or result.type != Result.Type.FAILED or not result.exc_string:
+        return None
+    lines = [line for line in result.exc_string.strip().splitlines() if line.strip()]
+    # The exception line is the last unindented "module.Error: message" line; some
+    # libraries (SQLAlchemy) print hints after it.
+    for line in reversed(lines):
+        if EXCEPTION_LINE.match(line):
+            return line
+    return lines[-1] if lines else None
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """The public view of ``job``."""
+    status = job.get_status(refresh=False)
+    attempts, max_attempts = attempts_of(job, status)
+    result = job.return_value() if status == JobStatus.FINISHED else None
+    return {
+        "id": job.id,
+        "name": str(job.meta.get("name") or job.func_name),
+        "queue": job.origin,
+        "status": status.value,
+        "createdAt": _iso(job.created_at),
+        "enqueuedAt": _iso(job.enqueued_at),
+        "startedAt": _iso(job.started_at),
+        "endedAt": _iso(job.ended_at),
+        "attempts": attempts,
+        "maxAttempts": max_attempts,
+        "result": result,
+        "error": error_summary(job) if status in (JobStatus.FAILED, JobStatus.STOPPED) else None,
+    }
+
+
+@bp.get("/jobs/<job_id>")
+@operation("A job's status", responses={200: JobInfo, 404: None, 503: None}, tags=("jobs",))
+def get_job(job_id: str) -> dict[str, Any]:
+    if not JOB_ID.match(job_id):
+        raise NotFound(f"job {job_id!r} not found")
+    try:
+        job = Job.fetch(job_id, connection=get_state().redis, serializer=JSONSerializer)
+    except NoSuchJobError:
+        raise NotFound(f"job {job_id!r} not found") from None
+    return job_json(job)

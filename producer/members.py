@@ -1,0 +1,67 @@
+"""``POST /queue/members`` (enqueue ``createMemberJob``) and reading what the consumer wrote."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+from sqlalchemy import select
+
+from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE
+from shared.db import member
+
+from .exceptions import NotFound
+from .openapi import operation
+from .queueing import enqueue
+from .schemas import JobAccepted, Member, MemberIn, MemberList, MemberQuery
+from .state import get_state
+
+bp = Blueprint("members", __name__)
+
+
+def _member_json(row: Any) -> dict[str, Any]:
+    data = dict(row._mapping)
+    created = data.get("created_at")
+    data["created_at"] = created.isoformat() if created is not None else None
+    return data
+
+
+@bp.post("/queue/members")
+@operation(
+    "Enqueue createMemberJob on queue member",
+    body=MemberIn,
+    responses={202: JobAccepted, 503: None},
+    tags=("members",),
+)
+def enqueue_member(body: MemberIn) -> tuple[dict[str, Any], int]:
+    job = enqueue(
+        get_state(), MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, body.model_dump(mode="json")
+    )
+    return {"jobId": job.id}, 202
+
+
+@bp.get("/members/<int:member_id>")
+@operation("A member written by the consumer", responses={200: Member, 404: None, 503: None}, tags=("members",))
+def get_member(member_id: int) -> dict[str, Any]:
+    with get_state().engine.connect() as conn:
+        row = conn.execute(select(member).where(member.c.member_id == member_id)).first()
+    if row is None:
+        raise NotFound(f"member {member_id} not found")
+    return _member_json(row)
+
+
+@bp.get("/members")
+@operation(
+    "Members, filtered by job id, paged by member id",
+    query=MemberQuery,
+    responses={200: MemberList, 503: None},
+    tags=("members",),
+)
+def list_members(query: MemberQuery) -> dict[str, Any]:
+    stmt = select(member).where(member.c.member_id > query.after_id)
+    if query.job_id is not None:
+        stmt = stmt.where(member.c.job_id == query.job_id)
+    stmt = stmt.order_by(member.c.member_id).limit(query.limit)
+    with get_state().engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return {"members": [_member_json(row) for row in rows]}

@@ -1,0 +1,241 @@
+"""Request validation and the OpenAPI document, from the same pydantic models.
+
+A view declares its models once with :func:`operation`; the decorator validates the request
+with them and :func:`build_spec` documents them, so the contract and the checks cannot drift.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from flask import Flask, request
+from pydantic import BaseModel, ValidationError
+
+from .exceptions import ApiError, ValidationFailed
+from .schemas import ErrorBody
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Status codes answered with :class:`ErrorBody`, and what they mean.
+ERROR_DESCRIPTIONS = {
+    400: "Malformed request (not JSON, bad query)",
+    401: "Missing or wrong bearer token",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict with the current state",
+    413: "Request body too large",
+    415: "Content-Type is not application/json",
+    422: "Validation failed; `fields` names each offending field",
+    503: "Redis or the database is unreachable; retry later",
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What :func:`build_spec` needs to document one view."""
+
+    summary: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    responses: Mapping[int, type[BaseModel] | str | None] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    public: bool = False
+
+
+def _field_errors(exc: ValidationError, where: str) -> list[dict[str, Any]]:
+    fields = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(part) for part in error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif error["type"] == "missing":
+            message = "field required"
+        elif error["type"] == "model_type":
+            message = f"{where} must be a JSON object"
+        fields.append({"field": loc or where, "message": message, "type": error["type"]})
+    return fields
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_body() -> Any:
+    """The request body as JSON, or a 415/400 :class:`ApiError`."""
+    if request.mimetype != "application/json":
+        raise ApiError(
+            "Content-Type must be application/json",
+            status=415,
+            code="unsupported_media_type",
+        )
+    raw = request.get_data(cache=True)
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ApiError(f"body is not valid JSON: {exc}", status=400, code="invalid_json") from None
+
+
+def parse_body(model: type[BaseModel]) -> BaseModel:
+    """Validate the JSON body against ``model`` strictly (no type coercion)."""
+    data = parse_json_body()
+    try:
+        return model.model_validate(data, strict=True)
+    except ValidationError as exc:
+        fields = _field_errors(exc, "body")
+        raise ValidationFailed(
+            "invalid request body: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields),
+            fields=fields,
+        ) from None
+
+
+def parse_query(model: type[BaseModel]) -> BaseModel:
+    """Validate the query string against ``model`` (strings convert to the declared types)."""
+    data: dict[str, Any] = {}
+    for key in request.args:
+        values = request.args.getlist(key)
+        data[key] = values[0] if len(values) == 1 else values
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = _field_errors(exc, "query")
+        raise ValidationFailed(
+            "invalid query: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields),
+            fields=fields,
+        ) from None
+
+
+def operation(
+    summary: str,
+    *,
+    body: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    responses: Mapping[int, type[BaseModel] | str | None] | None = None,
+    tags: tuple[str, ...] = (),
+    public: bool = False,
+) -> Callable[[F], F]:
+    """Declare a view's models: validate ``body``/``query`` and pass them as keyword arguments.
+
+    ``responses`` maps status codes to a response model, a description, or ``None``. Error
+    statuses (4xx/5xx) are documented with the common error body.
+    """
+    op = Operation(summary, body, query, dict(responses or {}), tags, public)
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if query is not None:
+                kwargs["query"] = parse_query(query)
+            if body is not None:
+                kwargs["body"] = parse_body(body)
+            return view(*args, **kwargs)
+
+        wrapper.__openapi__ = op  # type: ignore[attr-defined]
+        return cast(F, wrapper)
+
+    return decorate
+
+
+_CONVERTER_SCHEMAS = {
+    "int": {"type": "integer", "minimum": 0},
+    "float": {"type": "number"},
+    "uuid": {"type": "string", "format": "uuid"},
+}
+_RULE_ARG = re.compile(r"<(?:(?P<conv>[a-z]+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
+
+
+def _schema_ref(model: type[BaseModel], components: dict[str, Any], mode: str) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)  # type: ignore[arg-type]
+    for name, sub in schema.pop("$defs", {}).items():
+        components.setdefault(name, sub)
+    name = model.__name__
+    components.setdefault(name, schema)
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error_response(status: int, components: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "description": ERROR_DESCRIPTIONS.get(status, "Error"),
+        "content": {"application/json": {"schema": _schema_ref(ErrorBody, components, "serialization")}},
+    }
+
+
+def build_spec(app: Flask, *, auth: bool = False) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every documented route of ``app``."""
+    components: dict[str, Any] = {}
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        view = app.view_functions.get(rule.endpoint)
+        op: Operation | None = getattr(view, "__openapi__", None)
+        if op is None:
+            continue
+        parameters: list[dict[str, Any]] = []
+
+        def to_param(match: re.Match[str]) -> str:
+            conv = match.group("conv") or "default"
+            name = match.group("name")
+            schema = dict(_CONVERTER_SCHEMAS.get(conv, {"type": "string", "minLength": 1}))
+            parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
+            return "{" + name + "}"
+
+        path = _RULE_ARG.sub(to_param, rule.rule)
+        if op.query is not None:
+            qschema = op.query.model_json_schema(ref_template="#/components/schemas/{model}")
+            required = set(qschema.get("required", []))
+            for name, prop in qschema.get("properties", {}).items():
+                parameters.append(
+                    {"name": name, "in": "query", "required": name in required, "schema": prop}
+                )
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            responses: dict[str, Any] = {}
+            statuses = dict(op.responses)
+            if op.body is not None:
+                for status in (400, 413, 415, 422):
+                    statuses.setdefault(status, None)
+            if op.query is not None:
+                statuses.setdefault(422, None)
+            if auth and not op.public:
+                statuses.setdefault(401, None)
+            for status, target in sorted(statuses.items()):
+                is_model = isinstance(target, type) and issubclass(target, BaseModel)
+                if status >= 400 and not is_model:
+                    responses[str(status)] = _error_response(status, components)
+                elif isinstance(target, type) and issubclass(target, BaseModel):
+                    responses[str(status)] = {
+                        "description": target.__doc__.strip().splitlines()[0] if target.__doc__ else "OK",
+                        "content": {
+                            "application/json": {"schema": _schema_ref(target, components, "serialization")}
+                        },
+                    }
+                else:
+                    responses[str(status)] = {"description": target or "OK"}
+            entry: dict[str, Any] = {
+                "summary": op.summary,
+                "operationId": f"{rule.endpoint}.{method.lower()}",
+                "tags": list(op.tags),
+                "parameters": parameters,
+                "responses": responses,
+            }
+            if op.body is not None:
+                entry["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": _schema_ref(op.body, components, "validation")}},
+                }
+            if auth and op.public:
+                entry["security"] = []
+            paths.setdefault(path, {})[method.lower()] = entry
+    spec: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "Redis Archive producer API", "version": "1.0.0"},
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+    if auth:
+        spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        spec["security"] = [{"bearer": []}]
+    return spec

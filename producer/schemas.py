@@ -1,0 +1,114 @@
+"""Pydantic models of the HTTP API: they validate requests and generate ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+
+class Strict(BaseModel):
+    """Base of request models: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldError(BaseModel):
+    """One offending field."""
+
+    field: str
+    message: str
+    type: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong."""
+
+    code: str
+    message: str
+    fields: list[FieldError] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers has this shape."""
+
+    error: ErrorDetail
+
+
+def no_control_chars(value: str) -> str:
+    """Refuse text that is blank or holds control characters."""
+    if not value.strip():
+        raise ValueError("must not be blank")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+class MemberIn(Strict):
+    """A member to create."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    age: Annotated[int, Field(ge=0, le=150)]
+    email: EmailStr | None = None
+
+    _check_name = field_validator("name")(no_control_chars)
+
+
+class JobAccepted(BaseModel):
+    """The job was written to Redis and will run."""
+
+    jobId: str
+
+
+JobStatusName = Literal[
+    "queued", "started", "finished", "failed", "scheduled", "deferred", "stopped", "canceled", "created"
+]
+
+
+class JobInfo(BaseModel):
+    """A job's state."""
+
+    id: str
+    name: str
+    queue: str
+    status: JobStatusName
+    createdAt: str | None
+    enqueuedAt: str | None
+    startedAt: str | None
+    endedAt: str | None
+    attempts: int
+    maxAttempts: int
+    result: Any = None
+    error: str | None = None
+
+
+class Member(BaseModel):
+    """A member as the consumer wrote it."""
+
+    member_id: int
+    name: str
+    age: int
+    email: str | None
+    job_id: str
+    created_at: str | None
+
+
+class MemberList(BaseModel):
+    """Members, oldest first."""
+
+    members: list[Member]
+
+
+class MemberQuery(Strict):
+    """Filter and page members."""
+
+    job_id: Annotated[str | None, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] = None
+    after_id: Annotated[int, Field(ge=0, le=2**31)] = 0
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class Health(BaseModel):
+    """Liveness or readiness."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}

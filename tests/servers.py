@@ -1,0 +1,143 @@
+"""Real servers for tests: private redis-server processes on free ports, and database URLs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from shared.procs import free_port
+
+REDIS_SERVER = shutil.which("redis-server") or "redis-server"
+
+
+@dataclass
+class RedisProc:
+    """A redis-server child process."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    directory: Path
+    argv: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        return redis.Redis(port=self.port, **kwargs)  # type: ignore[arg-type]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.kill()
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_redis(self.port)
+
+
+def wait_for_redis(port: int, timeout: float = 10.0) -> None:
+    client = redis.Redis(port=port, socket_timeout=1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.ping():
+                return
+        except redis.exceptions.ConnectionError:
+            pass
+        except redis.exceptions.BusyLoadingError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server on port {port} did not start")
+        time.sleep(0.02)
+
+
+def start_redis(directory: Path, *args: str, binary: str = REDIS_SERVER, port: int | None = None) -> RedisProc:
+    """Start ``redis-server`` on a free loopback port with its files in ``directory``."""
+    port = port or free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    argv = [
+        binary,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(directory),
+        "--logfile", str(directory / f"redis-{port}.log"),
+        *args,
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_redis(port)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return RedisProc(port, proc, directory, argv)
+
+
+@contextmanager
+def redis_servers(directory: Path, count: int, *args: str) -> Iterator[list[RedisProc]]:
+    servers = [start_redis(directory / f"node{i}", *args) for i in range(count)]
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.kill(signal.SIGKILL)
+
+
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MYSQL_ADMIN_URL = os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+
+@contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """Create a throw-away database on the server of ``admin_url`` and yield its URL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = "ra_" + uuid.uuid4().hex[:12]
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            if admin.dialect.name == "postgresql":
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+def run_env(**overrides: str) -> dict[str, str]:
+    """The environment for child processes: this one plus ``overrides``."""
+    env = dict(os.environ)
+    env.update(overrides)
+    return env
+
+
+def kill_all(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
