@@ -108,7 +108,9 @@ def _recover_job(connection: Redis, worker: str, job_id: str, execution_id: str,
     # As RQ's own abandoned-job cleanup does: the failure callback sees AbandonedJobError.
     try:
         if threading.current_thread() is threading.main_thread():
-            execute_failure_callback(job, UnixSignalDeathPenalty, AbandonedJobError, AbandonedJobError(), None)
+            execute_failure_callback(
+                job, UnixSignalDeathPenalty, AbandonedJobError, AbandonedJobError(), None
+            )
         else:
             callback = job.failure_callback
             if callback is not None:

@@ -31,7 +31,9 @@ WORKERS: dict[str, WorkerFactory] = {
     "rq-SimpleWorker": lambda q, r: SimpleWorker([q], connection=r, serializer=JSONSerializer),
     "rq-Worker": lambda q, r: Worker([q], connection=r, serializer=JSONSerializer),
     "FastWorker": lambda q, r: FastWorker([q], connection=r, serializer=JSONSerializer),
-    "FastWorker-threads": lambda q, r: FastWorker([q], connection=r, serializer=JSONSerializer, concurrency=3),
+    "FastWorker-threads": lambda q, r: FastWorker(
+        [q], connection=r, serializer=JSONSerializer, concurrency=3
+    ),
 }
 
 
@@ -126,7 +128,11 @@ def snapshot(r: redis.Redis, queue: Queue, jobs: dict[str, Job], worker_names: l
     for name in worker_names:
         data = r.hgetall(f"rq:worker:{name}")
         counters.append(
-            (int(data.get(b"successful_job_count", 0)), int(data.get(b"failed_job_count", 0)), b"death" in data)
+            (
+                int(data.get(b"successful_job_count", 0)),
+                int(data.get(b"failed_job_count", 0)),
+                b"death" in data,
+            )
         )
     state["workers"] = counters
     state["executions"] = len(r.keys("rq:execution:*")) + len(r.keys("rq:executions:*"))
@@ -194,8 +200,12 @@ def depends_on(run: Run) -> None:
 
 
 def callbacks(run: Run) -> None:
-    run.enqueue("ok", pj.add, 1, 2, on_success=Callback(pj.record_success), on_failure=Callback(pj.record_failure))
-    run.enqueue("boom", pj.fail, "cb", on_success=Callback(pj.record_success), on_failure=Callback(pj.record_failure))
+    run.enqueue(
+        "ok", pj.add, 1, 2, on_success=Callback(pj.record_success), on_failure=Callback(pj.record_failure)
+    )
+    run.enqueue(
+        "boom", pj.fail, "cb", on_success=Callback(pj.record_success), on_failure=Callback(pj.record_failure)
+    )
     run.work()
     run.snapshot()
 
