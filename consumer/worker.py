@@ -105,6 +105,8 @@ class FastWorker(SimpleWorker):
         self._in_perform = False
         self._main_thread = threading.main_thread().ident
         self._slots = threading.Semaphore(self.concurrency)
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
         self.log = logger
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -215,6 +217,8 @@ class FastWorker(SimpleWorker):
                     if self._loop_checks(burst):
                         break
                     self._slots.acquire()
+                    # Read before claiming: a job still running may re-queue itself (a retry).
+                    in_flight = self._in_flight
                     self._state = WorkerStatus.BUSY
                     try:
                         claimed = self._finish_and_claim(None)
@@ -223,15 +227,17 @@ class FastWorker(SimpleWorker):
                         raise
                     if claimed is None:
                         self._slots.release()
-                        if not self.executions and burst:
-                            break
                         if burst:
-                            time.sleep(0.01)
+                            if not in_flight:
+                                break
+                            time.sleep(0.005)
                             continue
                         if max_idle_time is not None and time.monotonic() - idle_since >= max_idle_time:
                             break
                         self._wait_for_work(max_idle_time, idle_since)
                         continue
+                    with self._in_flight_lock:
+                        self._in_flight += 1
                     pool.submit(self._execute_in_thread, *claimed)
                     completed += 1
                     idle_since = time.monotonic()
@@ -254,6 +260,8 @@ class FastWorker(SimpleWorker):
         except Exception:
             logger.exception("Worker %s: job %s crashed its thread", self.name, job.id)
         finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
             self._slots.release()
 
     # -- claiming -------------------------------------------------------------------------------
