@@ -115,7 +115,7 @@ class CacheDeleted(BaseModel):
 class KeyConverter(PathConverter):
     """Like ``<path:...>`` but also matches a leading slash, so every key has a URL."""
 
-    regex = ".+"
+    regex = "[\\s\\S]+"
     part_isolating = False
 
 
