@@ -11,6 +11,7 @@ import json
 import logging
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from flask import Blueprint, request
 from flask.blueprints import BlueprintSetupState
@@ -21,7 +22,7 @@ from shared.constants import CACHE_PREFIX
 
 from .exceptions import Conflict, NotFound, ValidationFailed
 from .openapi import operation
-from .schemas import Strict
+from .schemas import INTEGRAL, Strict
 from .state import get_state
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,9 @@ class CacheSet(Strict):
         ),
     ]
     expire: Annotated[
-        int, Field(ge=1, le=EXPIRE_MAX_MS, description="Time to live in milliseconds, 1 ms .. 30 days")
+        int,
+        Field(ge=1, le=EXPIRE_MAX_MS, description="Time to live in milliseconds, 1 ms .. 30 days"),
+        INTEGRAL,
     ]
     nx: bool = Field(False, description="Set only when the key is absent (else 409)")
 
@@ -141,15 +144,32 @@ def serialise(value: dict[str, Any]) -> bytes:
     raise ValidationFailed(message, fields=[{"field": "value", "message": message, "type": "value_error"}])
 
 
+def _path_is_utf8() -> bool:
+    """Whether the request path is valid UTF-8 once percent-decoded.
+
+    Servers replace undecodable bytes with U+FFFD (Werkzeug's) or pass them on as latin-1
+    (PEP 3333, gunicorn): check both the raw request URI and ``PATH_INFO``.
+    """
+    environ = request.environ
+    candidates = [environ.get("PATH_INFO", "").encode("latin-1", "replace")]
+    raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw_uri:
+        raw_path = urlsplit(raw_uri).path if "://" in raw_uri else raw_uri.partition("?")[0]
+        candidates.append(unquote_to_bytes(raw_path.encode("latin-1", "replace")))
+    try:
+        for data in candidates:
+            data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _path_key(path: CacheKeyPath) -> str:
     """The validated key of the URL; the raw path must be valid UTF-8 too."""
-    raw = request.environ.get("PATH_INFO", "")
-    try:
-        raw.encode("latin-1").decode("utf-8")
-    except UnicodeError:
+    if not _path_is_utf8():
         message = "key must be valid UTF-8 (percent-encode each byte of its UTF-8 form)"
         fields = [{"field": "key", "message": message, "type": "value_error"}]
-        raise ValidationFailed(message, fields=fields) from None
+        raise ValidationFailed(message, fields=fields)
     return path.key
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from flask import Flask, request
+from flask import Flask, has_app_context, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.routing import (
     AnyConverter,
@@ -269,6 +269,9 @@ def _parameters(rule: Rule, op: Operation) -> tuple[str, list[dict[str, Any]]]:
 
 def build_spec(app: Flask, *, auth: bool = False) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every documented route of ``app``."""
+    if not has_app_context():
+        with app.app_context():
+            return build_spec(app, auth=auth)
     components: dict[str, Any] = {}
     shared_responses: dict[str, Any] = {}
     paths: dict[str, dict[str, Any]] = {}

@@ -120,6 +120,14 @@ def test_expire_bounds_are_inclusive(client: FlaskClient, r: redis.Redis) -> Non
     assert put(client, "min", {"v": 1}, expire=1).status_code == 201
 
 
+def test_expire_written_as_an_integral_float_is_an_integer(client: FlaskClient, r: redis.Redis) -> None:
+    # JSON has one number type; JSON Schema counts 5000.0 as an integer, and so do we.
+    response = post_raw(client, '{"key": "f", "value": {"v": 1}, "expire": 5000.0}')
+    assert response.status_code == 201
+    assert response.get_json()["ttlMs"] == 5000
+    assert 4000 < r.pttl(CACHE_PREFIX + "f") <= 5000
+
+
 # --- keys: unicode, spaces, slashes, edge bytes -------------------------------------------------
 
 ROUND_TRIP_KEYS = [
@@ -263,7 +271,8 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("expire negative", {"key": "k", "value": {"a": 1}, "expire": -5}, "expire"),
     ("expire over 30 days", {"key": "k", "value": {"a": 1}, "expire": EXPIRE_MAX_MS + 1}, "expire"),
     ("expire huge", {"key": "k", "value": {"a": 1}, "expire": 2**80}, "expire"),
-    ("expire float", {"key": "k", "value": {"a": 1}, "expire": 10.0}, "expire"),
+    ("expire fraction", {"key": "k", "value": {"a": 1}, "expire": 10.5}, "expire"),
+    ("expire huge float", {"key": "k", "value": {"a": 1}, "expire": 1e300}, "expire"),
     ("expire string", {"key": "k", "value": {"a": 1}, "expire": "10"}, "expire"),
     ("expire bool", {"key": "k", "value": {"a": 1}, "expire": True}, "expire"),
     ("nx string", {"key": "k", "value": {"a": 1}, "expire": 10, "nx": "true"}, "nx"),
@@ -368,7 +377,7 @@ KEY_TEXT = st.text(
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
 JSON_VALUES = st.recursive(
     JSON_SCALARS | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
     max_leaves=12,
 )
 OBJECTS = st.dictionaries(st.text(max_size=10), JSON_VALUES, min_size=1, max_size=5)
