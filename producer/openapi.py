@@ -179,7 +179,7 @@ def operation(
 _RULE_ARG = re.compile(r"<(?:(?P<conv>[A-Za-z_]\w*)(?:\([^)]*\))?:)?(?P<name>\w+)>")
 
 DESCRIPTION = (
-    "Every error answers `{\"error\": {\"code\", \"message\", \"fields\"?}}` "
+    'Every error answers `{"error": {"code", "message", "fields"?}}` '
     "(`ErrorBody`), Flask's own 404/405/413/415 included. A method a path does not list "
     "answers 405 with an `Allow` header (`components.responses.Error405`)."
 )

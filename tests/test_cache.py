@@ -371,9 +371,7 @@ def test_cache_max_value_bytes_is_configurable(settings: Settings, r: redis.Redi
 
 # --- property: keys and values from generators round-trip or are refused ------------------------
 
-KEY_TEXT = st.text(
-    st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=KEY_MAX_BYTES // 4
-)
+KEY_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=KEY_MAX_BYTES // 4)
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
 JSON_VALUES = st.recursive(
     JSON_SCALARS | st.text(),
