@@ -299,7 +299,10 @@ class FastWorker(SimpleWorker):
         job_id = raw[1].decode()
         self._busy_ttl = int(raw[2])
         data = dict(zip(raw[3::2], raw[4::2], strict=True))
-        job = self.job_class(job_id, connection=self.connection, serializer=self.serializer)
+        # The worker's serializer is resolved already; resolving it again per job costs a
+        # Protocol isinstance check.
+        job = self.job_class(job_id, connection=self.connection)
+        job.serializer = self.serializer
         job.restore(data)
         started = datetime.fromisoformat(utcformat(now)[:-1]).replace(tzinfo=UTC)
         job.worker_name = self.name

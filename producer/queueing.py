@@ -2,12 +2,13 @@
 
 :func:`enqueue` and :func:`enqueue_many` are the producer's only write path. They write
 exactly the job hash RQ's ``Queue.enqueue`` writes (same fields, same encoding), but build it
-from a per-(queue, function, name) template instead of a full ``Job`` per call, and send the
-hash and the queue push as one ``MULTI``/``EXEC`` in one round trip (RQ needs two).
+from a per-(queue, function, name) template instead of a full ``Job`` per call, and write the
+hashes and the queue push with one script call: atomic, one round trip (RQ needs two per job).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import zlib
@@ -16,6 +17,7 @@ from typing import Any
 from uuid import uuid4
 
 from redis import Redis
+from redis.exceptions import NoScriptError
 from rq import Callback, Retry
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -50,6 +52,28 @@ def job_options(settings: Settings, name: str) -> dict[str, Any]:
     return options
 
 
+#: KEYS: the queue, the set of queues. ARGV: stamp, n, n (id, data) pairs, the template's
+#: field/value pairs. Writes n job hashes (template + data + timestamps) and pushes their ids.
+WRITE_JOBS = """
+local stamp, n = ARGV[1], tonumber(ARGV[2])
+local fields = {}
+for i = 3 + 2 * n, #ARGV do fields[#fields + 1] = ARGV[i] end
+for _, f in ipairs({'created_at', stamp, 'enqueued_at', stamp, 'data'}) do fields[#fields + 1] = f end
+local ids = {}
+for j = 0, n - 1 do
+  local id = ARGV[3 + 2 * j]
+  fields[#fields + 1] = ARGV[4 + 2 * j]
+  redis.call('HSET', 'rq:job:' .. id, unpack(fields))
+  fields[#fields] = nil
+  ids[#ids + 1] = id
+end
+redis.call('SADD', KEYS[2], KEYS[1])
+for i = 1, #ids, 1000 do redis.call('RPUSH', KEYS[1], unpack(ids, i, math.min(i + 999, #ids))) end
+return n
+"""
+_WRITE_JOBS_SHA = hashlib.sha1(WRITE_JOBS.encode()).hexdigest()
+
+
 class JobTemplate:
     """The fields RQ would write for every job of one (queue, function, name), computed once."""
 
@@ -70,16 +94,18 @@ class JobTemplate:
         mapping = job.to_dict()
         for volatile in ("data", "created_at", "enqueued_at"):
             mapping.pop(volatile)
-        self.static = mapping
+        # Encoded as redis-py would encode them for HSET.
+        encode = connection.get_encoder().encode
+        self.static: list[bytes] = []
+        for field, value in mapping.items():
+            self.static += [encode(field), encode(value)]
         self.func = func
         self.queue_key = queue.key
         self.queues_key = queue.redis_queues_keys
-        self.connection = connection
 
-    def mapping(self, args: Sequence[Any], stamp: str) -> dict[str, Any]:
-        """The job hash for ``func(*args)`` enqueued at ``stamp``."""
-        data = json.dumps([self.func, None, list(args), {}]).encode()
-        return {**self.static, "data": zlib.compress(data), "created_at": stamp, "enqueued_at": stamp}
+    def data(self, args: Sequence[Any]) -> bytes:
+        """The job's ``data`` field for ``func(*args)``, as RQ's JSON serializer writes it."""
+        return zlib.compress(json.dumps([self.func, None, list(args), {}]).encode())
 
 
 def _template(state: ArchiveState, queue_name: str, func: str, name: str) -> JobTemplate:
@@ -95,16 +121,26 @@ def _template(state: ArchiveState, queue_name: str, func: str, name: str) -> Job
 def write_jobs(
     state: ArchiveState, queue_name: str, func: str, name: str, arg_lists: Sequence[Sequence[Any]]
 ) -> list[str]:
-    """Write one job per argument list in one round trip (``MULTI``/``EXEC``); returns their ids."""
+    """Write one job per argument list, atomically, in one round trip; returns their ids."""
     template = _template(state, queue_name, func, name)
-    stamp = utcformat(now())
     ids = [str(uuid4()) for _ in arg_lists]
-    with state.redis.pipeline(transaction=True) as pipe:
-        pipe.sadd(template.queues_key, template.queue_key)
-        for job_id, args in zip(ids, arg_lists, strict=True):
-            pipe.hset(Job.key_for(job_id), mapping=template.mapping(args, stamp))
-        pipe.rpush(template.queue_key, *ids)
-        pipe.execute()
+    args: list[Any] = [
+        _WRITE_JOBS_SHA,
+        2,
+        template.queue_key,
+        template.queues_key,
+        utcformat(now()),
+        len(ids),
+    ]
+    for job_id, job_args in zip(ids, arg_lists, strict=True):
+        args += [job_id, template.data(job_args)]
+    args += template.static
+    try:
+        state.redis.execute_command("EVALSHA", *args)
+    except NoScriptError:
+        # First use on this server (or after a restart or failover): load, then run it.
+        state.redis.script_load(WRITE_JOBS)
+        state.redis.execute_command("EVALSHA", *args)
     return ids
 
 
@@ -112,8 +148,10 @@ def enqueue(state: ArchiveState, queue_name: str, func: str, name: str, *args: A
     """Write a job to ``queue_name`` and return it once Redis has it."""
     [job_id] = write_jobs(state, queue_name, func, name, [args])
     logger.info("job waiting id=%s name=%s queue=%s", job_id, name, queue_name)
-    # A handle on the written job (its id and queue); ``refresh()`` reads the rest.
-    job = Job(job_id, connection=state.redis, serializer=JSONSerializer)
+    # A handle on the written job (its id and queue); ``refresh()`` reads the rest. Built
+    # without a serializer first: resolving one costs a Protocol isinstance check per job.
+    job = Job(job_id, connection=state.redis)
+    job.serializer = JSONSerializer
     job.origin = queue_name
     return job
 
