@@ -59,9 +59,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     register_access_log(app)
 
-    from . import health, jobs, members
+    from . import goods, health, jobs, members
 
     app.register_blueprint(health.bp)
     app.register_blueprint(members.bp)
     app.register_blueprint(jobs.bp)
+    app.register_blueprint(goods.bp)
     return app

@@ -91,13 +91,13 @@ def _worker(
             time.sleep(think)
 
     try:
-        start.wait()
+        start.wait(timeout=120)
         for _ in range(attempts):
             try:
                 if redlock is None:
                     decrement_unlocked(engine, goods_id, 1, think)
                 else:
-                    decrement_stock(redlock, engine, goods_id, 1, ttl=ttl, timeout=30, after_read=pause)
+                    decrement_stock(redlock, engine, goods_id, 1, ttl=ttl, timeout=30, before_write=pause)
                 counts["success"] += 1
             except InsufficientStockError:
                 counts["refused"] += 1
@@ -128,7 +128,8 @@ def _collect(results: Any, workers: Sequence[Any]) -> list[tuple[dict[str, int],
                     collected.append(results.get(timeout=1))
                 except queue.Empty:
                     missing = len(workers) - len(collected)
-                    collected += [({"error:WorkerDied": 1}, {"WorkerDied": "a worker exited early"})] * missing
+                    died = ({"error:WorkerDied": 1}, {"WorkerDied": "a worker exited without reporting"})
+                    collected += [died] * missing
     return collected
 
 
@@ -154,7 +155,7 @@ def run_load(
         init_db(engine)
         goods_id = create_goods(engine, goods_name, stock).goods_id
         ctx = multiprocessing.get_context("spawn")
-        start = ctx.Event()
+        start = ctx.Barrier(processes + 1)
         progress = ctx.Value("i", 0)
         results = ctx.Queue()
         workers = [
@@ -167,8 +168,8 @@ def run_load(
         ]
         for proc in workers:
             proc.start()
+        start.wait(timeout=120)
         began = time.monotonic()
-        start.set()
         total = processes * attempts
         if midway is not None:
             while progress.value < total // 2 and any(p.is_alive() for p in workers):

@@ -95,11 +95,12 @@ def apply_decrement(
     *,
     lease: Lease | None = None,
     request_id: str | None = None,
-    after_read: Callable[[], None] | None = None,
+    before_write: Callable[[], None] | None = None,
 ) -> Goods:
     """Read-check-write of one decrement by the holder of fencing token ``fence``.
 
-    ``after_read`` runs between the read and the write (tests pause the process there).
+    ``before_write`` runs after every check, just before the write: the worst moment for a
+    pause (tests stop the process there), when only the fence can still refuse the write.
     """
     claim = (
         update(goods)
@@ -114,12 +115,12 @@ def apply_decrement(
     if claimed != 1:
         raise StaleFenceError(f"goods {goods_id}: fence {fence} is older than {row.fence_token}")
     current = _goods(row)
-    if after_read is not None:
-        after_read()
     if current.stock < quantity:
         raise InsufficientStockError(f"goods {goods_id}: stock {current.stock} is less than {quantity}")
     if lease is not None:
         lease.check()
+    if before_write is not None:
+        before_write()
     new_stock = current.stock - quantity
     write = (
         update(goods)
@@ -151,7 +152,7 @@ def decrement_stock(
     ttl: float = 10.0,
     timeout: float | None = 10.0,
     request_id: str | None = None,
-    after_read: Callable[[], None] | None = None,
+    before_write: Callable[[], None] | None = None,
 ) -> Goods:
     """Take the goods' lock and decrement its stock by ``quantity``; nothing changes on any error.
 
@@ -172,7 +173,7 @@ def decrement_stock(
                 lease.fence,
                 lease=lease,
                 request_id=request_id,
-                after_read=after_read,
+                before_write=before_write,
             )
         except IntegrityError:
             # The same request ran under an older holder whose lock expired mid-way.

@@ -53,6 +53,9 @@ def close_app(app: Flask) -> None:
     state = app.extensions["redis_archive"]
     state.engine.dispose()
     state.redis.close()
+    redlock = state.extra.get("redlock")
+    if redlock is not None:
+        redlock.close()
 
 
 @pytest.fixture
