@@ -255,7 +255,7 @@ class Lease:
             return False
 
     def release(self) -> bool:
-        """Delete the lock on every node (compare-and-delete); true when a majority still had it."""
+        """Delete the lock on every node (compare-and-delete); false when it had already been lost."""
         self._stop.set()
         if self._watchdog is not None and self._watchdog is not threading.current_thread():
             self._watchdog.join()
@@ -263,15 +263,18 @@ class Lease:
             if self.released:
                 return False
             self.released = True
-            was_lost = self.lost
+            expired = time.monotonic() >= self.valid_until
             deleted = self.manager._release(self.name, self.token)
-            if deleted >= self.manager.quorum and not was_lost:
+            if self.lost:
+                return False
+            # Under a majority deleted but still valid: nodes died while we held it, nobody else could
+            # take it meanwhile. Expired and gone from a majority: it was lost.
+            if deleted >= self.manager.quorum or not expired:
                 self.manager._count(released=1)
                 return True
-            if not was_lost:
-                self.lost_event.set()
-                self.manager._count(lost=1)
-                logger.warning("lock %r had expired before its release (fence %s)", self.name, self.fence)
+            self.lost_event.set()
+            self.manager._count(lost=1)
+            logger.warning("lock %r had expired before its release (fence %s)", self.name, self.fence)
             return False
 
     def _mark_lost(self) -> None:

@@ -160,7 +160,8 @@ def decrement_stock(
     run left them. Raises :class:`GoodsNotFoundError`, :class:`InsufficientStockError`, lock
     errors (no quorum, timeout, lost) and :class:`StaleFenceError`.
     """
-    with redlock.lock(lock_name(goods_id), ttl, timeout=timeout) as lease:
+    lease = redlock.acquire(lock_name(goods_id), ttl, timeout=timeout)
+    try:
         if request_id is not None:
             done = recorded_change(engine, request_id)
             if done is not None:
@@ -181,6 +182,10 @@ def decrement_stock(
             if done is None:
                 raise
             return done
+    finally:
+        # A lock that expires after the fenced write committed does not undo the write: the
+        # fence already proved no newer holder came in between, so the result stands.
+        lease.release()
 
 
 def decrement_unlocked(engine: Engine, goods_id: int, quantity: int, think: float = 0.0) -> Goods:

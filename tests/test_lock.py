@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -75,7 +76,9 @@ def test_fences_grow_strictly_per_name(redlock: Redlock) -> None:
         assert lease.fence == 1
 
 
-def test_fence_stays_monotonic_when_majorities_differ(urls: list[str], dead_url: str, nodes: list[RedisProc]) -> None:
+def test_fence_stays_monotonic_when_majorities_differ(
+    urls: list[str], dead_url: str, nodes: list[RedisProc]
+) -> None:
     """Counters that disagree across nodes: a plain max over two different majorities would go back.
 
     Node a says 10, b and c say 1. A holder that sees {a, c} gets 11; one that later sees
@@ -188,7 +191,9 @@ def test_waiter_is_woken_by_the_release_not_by_polling(redlock: Redlock, urls: l
 
     waiter_lock._attempt = counting  # type: ignore[method-assign,assignment]
     got: list[tuple[float, Lease]] = []
-    thread = threading.Thread(target=lambda: got.append((time.monotonic(), waiter_lock.acquire("h", timeout=25))))
+    thread = threading.Thread(
+        target=lambda: got.append((time.monotonic(), waiter_lock.acquire("h", timeout=25)))
+    )
     try:
         thread.start()
         time.sleep(0.5)
@@ -266,3 +271,31 @@ def test_release_with_one_node_killed_counts_as_released(tmp_path: Path, r: redi
         finally:
             lock.close()
     assert stats(r)["released"] == 2
+
+
+def test_lock_demo_cli_compares_with_and_without_the_lock(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from shared.cli import main
+
+    args = ["lock", "demo", "-p", "3", "-n", "40", "--stock", "100", "--think-ms", "1"]
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    locked, unlocked = report["with_lock"], report["without_lock"]
+    assert (locked["successes"], locked["refused"], locked["final"]) == (100, 20, 0)
+    assert locked["oversold"] == locked["lost_updates"] == 0
+    assert unlocked["oversold"] + unlocked["lost_updates"] > 0
+    table = CliRunner().invoke(main, [*args, "--database-url", f"sqlite:///{tmp_path / 'd.db'}"])
+    assert table.exit_code == 0, table.output
+    assert "oversold" in table.output and "lost updates" in table.output and "with lock" in table.output
+
+
+def test_lock_demo_cli_bad_database_is_a_clean_error() -> None:
+    from click.testing import CliRunner
+
+    from shared.cli import main
+
+    result = CliRunner().invoke(main, ["lock", "demo", "-p", "1", "-n", "1", "--database-url", "nosuch://x"])
+    assert result.exit_code != 0
+    assert "Error:" in result.output
