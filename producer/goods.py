@@ -85,13 +85,13 @@ def create(body: GoodsIn) -> tuple[dict[str, Any], int]:
     return create_goods(get_state().engine, body.goods_name, body.stock).to_json(), 201
 
 
-@bp.get("/goods/<int:goods_id>")
+@bp.get("/goods/<int(max=2147483647):goods_id>")
 @operation("Goods and their stock", responses={200: GoodsOut, 404: None}, tags=("goods",))
 def read(goods_id: int) -> dict[str, Any]:
     return _existing(get_state(), goods_id)
 
 
-@bp.patch("/goods/<int:goods_id>/stocks")
+@bp.patch("/goods/<int(max=2147483647):goods_id>/stocks")
 @operation(
     "Take units from the stock under the distributed lock",
     body=StockChange,
@@ -121,7 +121,7 @@ def decrement(goods_id: int, body: StockChange) -> dict[str, Any]:
     return goods.to_json()
 
 
-@bp.post("/queue/goods/<int:goods_id>/stocks")
+@bp.post("/queue/goods/<int(max=2147483647):goods_id>/stocks")
 @operation(
     "Enqueue the same decrement on queue goods; workers contend for the same lock",
     body=StockChange,
