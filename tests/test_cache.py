@@ -381,7 +381,12 @@ JSON_VALUES = st.recursive(
 OBJECTS = st.dictionaries(st.text(max_size=10), JSON_VALUES, min_size=1, max_size=5)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(key=KEY_TEXT, value=OBJECTS)
 def test_generated_keys_and_values_round_trip(client: FlaskClient, key: str, value: dict[str, Any]) -> None:
     assert put(client, key, value).status_code == 201
@@ -392,7 +397,12 @@ def test_generated_keys_and_values_round_trip(client: FlaskClient, key: str, val
     assert client.delete(url(key)).status_code == 200
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(key=st.text(min_size=0, max_size=200))
 def test_any_key_round_trips_or_is_refused(client: FlaskClient, key: str) -> None:
     valid = 1 <= len(key.encode("utf-8", "surrogatepass")) <= KEY_MAX_BYTES and not any(
