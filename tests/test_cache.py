@@ -254,6 +254,17 @@ def test_values_with_edge_characters_round_trip(client: FlaskClient) -> None:
     assert client.get(url("edge")).get_json()["value"] == value
 
 
+def test_a_deeply_nested_value_round_trips(client: FlaskClient) -> None:
+    depth = 900
+    raw = '{"key": "deep", "expire": 60000, "value": {"a": ' + "[" * depth + "]" * depth + "}}"
+    assert post_raw(client, raw).status_code == 201
+    value = client.get(url("deep")).get_json()["value"]["a"]
+    for _ in range(depth - 1):
+        assert isinstance(value, list) and len(value) == 1
+        value = value[0]
+    assert value == []
+
+
 # --- 400, 413, 415, 422 ---------------------------------------------------------------------------
 
 BAD_BODIES: list[tuple[str, Any, str]] = [
