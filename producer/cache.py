@@ -139,8 +139,11 @@ def serialise(value: dict[str, Any]) -> bytes:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
     except UnicodeEncodeError:
         message = "value must hold valid Unicode only (no lone surrogates)"
-    except (ValueError, RecursionError):
+    except RecursionError:
         message = "value is nested too deeply"
+    except ValueError:
+        # json.loads turns 1e400 into inf; JSON has no infinities.
+        message = "value holds a number out of range (numbers must fit a finite double)"
     raise ValidationFailed(message, fields=[{"field": "value", "message": message, "type": "value_error"}])
 
 

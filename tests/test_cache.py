@@ -231,6 +231,17 @@ def test_lone_surrogates_are_refused_in_keys_and_values(client: FlaskClient, r: 
     assert r.dbsize() == 1
 
 
+def test_numbers_out_of_range_are_refused(client: FlaskClient, r: redis.Redis) -> None:
+    infinite_value = '{"key": "k", "value": {"a": 1e400}, "expire": 1000}'
+    error = assert_error(post_raw(client, infinite_value), 422, "validation_error", "value")
+    assert "out of range" in error["message"]
+    infinite_expire = '{"key": "k", "value": {"a": 1}, "expire": 1e400}'
+    assert_error(post_raw(client, infinite_expire), 422, "validation_error", "expire")
+    too_many_digits = '{"key": "k", "value": {"a": ' + "9" * 5000 + '}, "expire": 1}'
+    assert_error(post_raw(client, too_many_digits), 400, "invalid_json")
+    assert r.dbsize() == 0
+
+
 def test_a_path_that_is_not_utf8_is_refused(client: FlaskClient) -> None:
     # PATH_INFO holds the raw bytes as latin-1 (PEP 3333); %FF decodes to the byte 0xFF.
     for method in ("GET", "DELETE"):
