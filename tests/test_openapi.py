@@ -94,6 +94,8 @@ FLASK_ERRORS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("GET", "/no/such/path", {}, 404, "not_found"),
     ("GET", "/members/abc", {}, 404, "not_found"),
     ("GET", "/members/2147483648", {}, 404, "not_found"),
+    ("GET", "/members//1", {}, 404, "not_found"),
+    ("POST", "/queue//members", {}, 404, "not_found"),
     ("PUT", "/api/v1/redis", {}, 405, "method_not_allowed"),
     ("POST", "/healthz", {}, 405, "method_not_allowed"),
     ("PATCH", "/api/v1/redis/k", {}, 405, "method_not_allowed"),
