@@ -40,7 +40,9 @@ def fill(conn: Redis, n: int) -> list[str]:
     return ids
 
 
-def process(redis_url: str, worker_class: str, n: int, processes: int = 1, concurrency: int = 1) -> float:
+def process(
+    redis_url: str, worker_class: str, n: int, processes: int = 1, concurrency: int = 1, batch: int = 1
+) -> float:
     """Jobs per second of ``processes`` burst workers of ``worker_class`` on ``n`` trivial jobs."""
     conn = Redis.from_url(redis_url)
     conn.flushall()
@@ -50,6 +52,7 @@ def process(redis_url: str, worker_class: str, n: int, processes: int = 1, concu
         REDIS_URL=redis_url,
         PYTHONPATH=str(ROOT),
         WORKER_CONCURRENCY=str(concurrency),
+        WORKER_BATCH=str(batch),
         LOG_LEVEL="INFO",
     )
     argv = [sys.executable, "-m", "rq.cli", "worker", "-c", "consumer.settings", "-S", "json"]
@@ -72,34 +75,49 @@ def process(redis_url: str, worker_class: str, n: int, processes: int = 1, concu
 
 def measure(redis_url: str, scale: float = 1.0) -> list[str]:
     """The processing rows of the benchmark table."""
-    n_ours = int(20000 * scale)
+    n = int(20000 * scale)
     simple = process(redis_url, STOCK_SIMPLE, int(3000 * scale))
     fork = process(redis_url, STOCK_FORK, int(300 * scale))
-    ours = process(redis_url, OURS, n_ours)
-    ours2 = process(redis_url, OURS, n_ours, processes=2)
-    rows = [
-        row(
-            "process trivial jobs, 1 worker process",
-            f"{ours:,.0f}/s",
-            f"{simple:,.0f}/s SimpleWorker",
-            ours / simple,
-        ),
-        row("", "", f"{fork:,.0f}/s default Worker (fork per job)", ours / fork),
-        row(
-            "process trivial jobs, 2 worker processes",
-            f"{ours2:,.0f}/s",
-            f"{2 * simple:,.0f}/s 2x SimpleWorker (est.)",
-        ),
-    ]
+    ours = process(redis_url, OURS, n)
+    ours2 = process(redis_url, OURS, n, processes=2)
+    ours_b = process(redis_url, OURS, n, batch=50)
+    ours2_b = process(redis_url, OURS, n, processes=2, batch=50)
+    b1 = b50 = None
     with bull.bull() as modules:
         if modules is not None:
-            conn = Redis.from_url(redis_url)
-            conn.flushall()
-            conn.close()
-            b1 = bull.run(modules, "process", redis_url, n_ours, 1)
-            b50 = bull.run(modules, "process", redis_url, n_ours, 50)
-            rows.append(row("", "", f"{b1:,.0f}/s Bull v4 concurrency 1", ours / b1, "1 process"))
-            rows.append(row("", "", f"{b50:,.0f}/s Bull v4 concurrency 50", ours2 / b50, "ours: 2 processes"))
+            Redis.from_url(redis_url).flushall()
+            b1 = bull.run(modules, "process", redis_url, n, 1)
+            b50 = bull.run(modules, "process", redis_url, n, 50)
+    one = "trivial jobs, 1 worker process"
+    rows = [
+        row(one, f"{ours:,.0f}/s", f"{simple:,.0f}/s `SimpleWorker`", ours / simple),
+        row(one, f"{ours:,.0f}/s", f"{fork:,.0f}/s default `Worker` (fork per job)", ours / fork),
+    ]
+    if b1 is not None:
+        rows.append(row(one, f"{ours:,.0f}/s", f"{b1:,.0f}/s Bull v4, concurrency 1", ours / b1))
+    rows.append(
+        row(
+            f"{one}, `WORKER_BATCH=50`",
+            f"{ours_b:,.0f}/s",
+            f"{simple:,.0f}/s `SimpleWorker`",
+            ours_b / simple,
+        )
+    )
+    rows.append(
+        row(
+            "trivial jobs, 2 worker processes",
+            f"{ours2:,.0f}/s",
+            f"{simple:,.0f}/s `SimpleWorker` (1 process)",
+            ours2 / simple,
+        )
+    )
+    two_b = "trivial jobs, 2 worker processes, `WORKER_BATCH=50`"
+    if b50 is not None:
+        rows.append(
+            row(two_b, f"{ours2_b:,.0f}/s", f"{b50:,.0f}/s Bull v4, 1 process, concurrency 50", ours2_b / b50)
+        )
+    else:
+        rows.append(row(two_b, f"{ours2_b:,.0f}/s", ""))
     return rows
 
 

@@ -8,20 +8,20 @@ so ``rq info``, the dashboard and RQ's own maintenance read the same data model.
 from __future__ import annotations
 
 #: KEYS: queue keys in priority order. ARGV: worker name, worker key, now (RQ date string),
-#: now (unix seconds), execution id, ttl for jobs without a timeout.
-#: Pops the first job id whose hash still exists and marks it started, like
-#: ``prepare_execution`` + ``prepare_job_execution`` of a stock worker.
-#: Returns ``{queue_key, job_id, ttl, field, value, ...}`` (the hash as read before the
-#: status change) or nil when every queue is empty.
+#: now (unix seconds), execution id prefix, ttl for jobs without a timeout, most jobs to claim.
+#: Pops job ids whose hashes still exist and marks each started, like ``prepare_execution`` +
+#: ``prepare_job_execution`` of a stock worker. Returns one ``{queue_key, job_id, execution_id,
+#: ttl, field, value, ...}`` per claimed job (the hash as read before the status change).
 CLAIM = """
 local worker = ARGV[1]
 local wkey = ARGV[2]
 local now_str = ARGV[3]
 local now = tonumber(ARGV[4])
-local exec_id = ARGV[5]
 local default_ttl = tonumber(ARGV[6])
+local wanted = tonumber(ARGV[7])
+local claimed = {}
 for _, qkey in ipairs(KEYS) do
-  while true do
+  while #claimed < wanted do
     local job_id = redis.call('LPOP', qkey)
     if not job_id then break end
     local jkey = 'rq:job:' .. job_id
@@ -35,6 +35,8 @@ for _, qkey in ipairs(KEYS) do
       if not origin or origin == '' then origin = string.sub(qkey, 10) end
       local ttl
       if timeout == '-1' then ttl = default_ttl else ttl = (tonumber(timeout) or default_ttl) + 60 end
+      local exec_id = ARGV[5]
+      if #claimed > 0 then exec_id = exec_id .. string.format('%04x', #claimed) end
       local comp = job_id .. ':' .. exec_id
       local ekey = 'rq:execution:' .. comp
       redis.call('HSET', ekey, 'id', exec_id, 'job_id', job_id, 'created_at', ARGV[4],
@@ -52,13 +54,13 @@ for _, qkey in ipairs(KEYS) do
       redis.call('HSET', jkey, 'last_heartbeat', now_str, 'status', 'started', 'started_at', now_str,
                  'worker_name', worker)
       redis.call('PERSIST', jkey)
-      local out = {qkey, job_id, ttl}
+      local out = {qkey, job_id, exec_id, ttl}
       for i = 1, #data do out[#out + 1] = data[i] end
-      return out
+      claimed[#claimed + 1] = out
     end
   end
 end
-return nil
+return claimed
 """
 
 #: ARGV: job id, execution id, worker name, worker key, origin, started_at, ended_at (RQ date
