@@ -17,12 +17,14 @@ from typing import Any
 from uuid import uuid4
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Callback, Retry
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
-from rq.utils import now, utcformat
+from rq.utils import now
 
 from shared.settings import Settings
 
@@ -102,6 +104,11 @@ class JobTemplate:
         self.func = func
         self.queue_key = queue.key
         self.queues_key = queue.redis_queues_keys
+        head = [b"EVALSHA", _WRITE_JOBS_SHA.encode(), b"2", self.queue_key.encode(), self.queues_key.encode()]
+        self.head = b"".join(_bulk(part) for part in head)
+        self.head_count = len(head)
+        self.static_packed = b"".join(_bulk(part) for part in self.static)
+        self.static_count = len(self.static)
 
     def data(self, args: Sequence[Any]) -> bytes:
         """The job's ``data`` field for ``func(*args)``, as RQ's JSON serializer writes it."""
@@ -118,30 +125,52 @@ def _template(state: ArchiveState, queue_name: str, func: str, name: str) -> Job
     return template
 
 
+def _bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
 def write_jobs(
     state: ArchiveState, queue_name: str, func: str, name: str, arg_lists: Sequence[Sequence[Any]]
 ) -> list[str]:
     """Write one job per argument list, atomically, in one round trip; returns their ids."""
     template = _template(state, queue_name, func, name)
     ids = [str(uuid4()) for _ in arg_lists]
-    args: list[Any] = [
-        _WRITE_JOBS_SHA,
-        2,
-        template.queue_key,
-        template.queues_key,
-        utcformat(now()),
-        len(ids),
-    ]
+    stamp = now().replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"  # RQ's utcformat
+    # The command is packed here: the template's ~40 fields are packed once, not per call.
+    parts = [_bulk(stamp.encode()), _bulk(b"%d" % len(ids))]
     for job_id, job_args in zip(ids, arg_lists, strict=True):
-        args += [job_id, template.data(job_args)]
-    args += template.static
+        parts += [_bulk(job_id.encode()), _bulk(template.data(job_args))]
+    count = template.head_count + 2 + 2 * len(ids) + template.static_count
+    command = b"*%d\r\n" % count + template.head + b"".join(parts) + template.static_packed
     try:
-        state.redis.execute_command("EVALSHA", *args)
+        _send(state.redis, command)
     except NoScriptError:
         # First use on this server (or after a restart or failover): load, then run it.
         state.redis.script_load(WRITE_JOBS)
-        state.redis.execute_command("EVALSHA", *args)
+        _send(state.redis, command)
     return ids
+
+
+def _send(client: Redis, command: bytes) -> Any:
+    """Send a packed command on a pooled connection and read its reply.
+
+    Like ``Redis.execute_command``, a connection that fails is dropped and the command is
+    tried once more on a new one (a pooled connection may predate a Redis restart).
+    """
+    pool = client.connection_pool
+    for attempt in (1, 2):
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([command])
+            return connection.read_response()
+        except (RedisConnectionError, RedisTimeoutError):
+            connection.disconnect()
+            if attempt == 2:
+                raise
+        finally:
+            pool.release(connection)
+    raise AssertionError("unreachable")
 
 
 def enqueue(state: ArchiveState, queue_name: str, func: str, name: str, *args: Any) -> Job:
