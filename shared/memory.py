@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,18 +53,19 @@ def check_queue_policy(conn: Redis, *, allow: bool = False) -> str | None:
 
 def dedicated(conn: Redis) -> Redis:
     """A client bound to one connection of ``conn``'s pool (close it when done)."""
-    return conn.client()
+    client: Redis = conn.client()  # type: ignore[no-untyped-call]
+    return client
 
 
 def client_info(conn: Redis) -> dict[str, str]:
     """``CLIENT INFO`` of this connection as a dict."""
-    line = conn.execute_command("CLIENT", "INFO")
+    line = conn.execute_command("CLIENT", "INFO")  # type: ignore[no-untyped-call]
     text = line.decode() if isinstance(line, bytes) else str(line)
     return dict(part.split("=", 1) for part in text.split() if "=" in part)
 
 
 def _tables(stats: dict[str, Any], db: int, keys: int, expires: int) -> tuple[Table, Table]:
-    """Bucket counts of the main and expires dicts from ``MEMORY STATS`` (sum of both tables while rehashing)."""
+    """Bucket counts of the main and expires dicts from ``MEMORY STATS`` (both tables while rehashing)."""
     entry = stats.get(f"db.{db}") or {}
     main_bytes = int(entry.get("overhead.hashtable.main", 0))
     exp_bytes = int(entry.get("overhead.hashtable.expires", 0))
@@ -108,7 +110,7 @@ class Snapshot:
 
     @property
     def baseline(self) -> int:
-        """``used_memory`` without what INFO held while answering, with this connection's reply buffer settled."""
+        """``used_memory`` less what INFO held while answering, this connection's reply buffer settled."""
         base = self.used_memory - self.profile.info_transient
         if self.profile.reply_buffer_resizing:
             base -= self.reply_buffer - self.settled_reply_buffer
@@ -134,6 +136,13 @@ def _latency_tracking(conn: Redis, major: int) -> bool:
     except ResponseError:
         return True
     return str(value) == "yes"
+
+
+def server_profile(conn: Redis) -> Profile:
+    """The model profile of the server behind ``conn`` (version, allocator, latency tracking)."""
+    version = str(conn.info("server")["redis_version"])
+    allocator = str(conn.info("memory").get("mem_allocator", "jemalloc"))
+    return profile_for(version, allocator, _latency_tracking(conn, int(version.split(".")[0])))
 
 
 def snapshot(conn: Redis) -> Snapshot:
@@ -185,7 +194,7 @@ def snapshot(conn: Redis) -> Snapshot:
     return snap
 
 
-def key_lengths(pattern: str) -> Any:
+def key_lengths(pattern: str) -> Callable[[int], int]:
     """``i -> len(pattern with {i} replaced)`` in bytes."""
     if pattern.count("{i}") != 1:
         raise ProbeError("the key pattern must contain {i} exactly once, e.g. 'key{i}'")
@@ -248,8 +257,11 @@ def predict(
     node = snap.profile.dict_entry if pipelined else 0  # a listNode is 24 bytes, like a dict entry
     point = simulate_fill(snap.profile, retain_old_tables=False, pending_reply=node, **common)
     high = simulate_fill(snap.profile, retain_old_tables=False, **common) if node else point
-    # Pipelined fills have landed up to ~100 bytes below the one-node figure (6.2): low keeps a margin.
-    low = simulate_fill(snap.profile, retain_old_tables=True, pending_reply=4 * node, **common)
+    # Pipelined fills have stopped up to ~250 bytes short of the one-node figure (a few keys):
+    # ``low`` keeps a 512-byte margin for that batch state.
+    low = simulate_fill(
+        snap.profile, retain_old_tables=True, pending_reply=node + 512 if node else 0, **common
+    )
     open_windows = [w for w in high.windows if w["from_key"] <= high.keys + 1 <= w["to_key"]]
     if snap.main.old or snap.expires_table.old:
         reason = "a rehash is in progress now: until it ends both tables are allocated"

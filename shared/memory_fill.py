@@ -11,7 +11,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
-from .memory import ProbeError, Prediction, dedicated, predict, settle, snapshot
+from .memory import Prediction, ProbeError, dedicated, predict, server_profile, settle, snapshot
 from .memory_model import key_breakdown
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,9 @@ BATCH_BYTES = 4000
 
 
 def _is_oom(error: Exception) -> bool:
-    return isinstance(error, OutOfMemoryError) or (isinstance(error, ResponseError) and str(error).startswith("OOM"))
+    return isinstance(error, OutOfMemoryError) or (
+        isinstance(error, ResponseError) and str(error).startswith("OOM")
+    )
 
 
 def set_args(pattern: str, i: int, value: str, ttl: int | None) -> list[Any]:
@@ -42,7 +44,8 @@ def pipelined(conn: Redis, commands: list[list[Any]]) -> list[Any]:
     connection = conn.connection
     if connection is None:
         raise ProbeError("pipelined fills need a single-connection client")
-    connection.send_packed_command(connection.pack_commands(commands))
+    packed = connection.pack_commands(commands)  # type: ignore[no-untyped-call]
+    connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
     replies: list[Any] = []
     for _ in commands:
         try:
@@ -74,7 +77,7 @@ def fill(
         if batch <= 1:
             i += 1
             try:
-                conn.execute_command(*set_args(pattern, i, value, ttl))
+                conn.execute_command(*set_args(pattern, i, value, ttl))  # type: ignore[no-untyped-call]
             except ResponseError as exc:
                 if _is_oom(exc):
                     return i - 1, i
@@ -217,9 +220,29 @@ def _cleanup(probe: Redis, pattern: str, sent: int, was_empty: bool) -> None:
 
 
 def _used(conn: Redis) -> int:
-    """``used_memory`` minus the clients' buffers, which move on their own."""
-    mem = conn.info("memory")
-    return int(mem["used_memory"]) - int(mem.get("mem_clients_normal", 0))
+    """``used_memory`` now."""
+    return int(conn.info("memory")["used_memory"])
+
+
+def _measure(scratch: Redis, key: str, value: str) -> tuple[int, int, Any]:
+    """(used_memory growth, MEMORY USAGE, encoding) of one key; repeated until two growths agree.
+
+    Other clients connecting, leaving or having their buffers resized move ``used_memory``
+    at any moment; two equal readings in a row rule that out.
+    """
+    deltas: list[int] = []
+    usage, encoding = 0, None
+    for _ in range(6):
+        before = _used(scratch)
+        scratch.set(key, value)
+        after = _used(scratch)
+        usage = int(scratch.memory_usage(key) or 0)
+        encoding = scratch.object("encoding", key)
+        scratch.delete(key)
+        deltas.append(after - before)
+        if len(deltas) >= 2 and deltas[-1] == deltas[-2]:
+            break
+    return deltas[-1], usage, encoding
 
 
 def sweep(
@@ -238,32 +261,27 @@ def sweep(
         raise ProbeError("sweep what must be 'key' or 'value'")
     if not 1 <= start <= stop <= 4096:
         raise ProbeError("sweep lengths must satisfy 1 <= start <= stop <= 4096")
-    kwargs = dict(conn.connection_pool.connection_kwargs)
-    kwargs["db"] = scratch_db
-    scratch = Redis(**{k: v for k, v in kwargs.items() if k not in ("connection_class",)})
+    from .memory_keys import scratch_client
+
+    scratch = scratch_client(conn, scratch_db)
     try:
         if scratch.dbsize():
             raise ProbeError(f"scratch database {scratch_db} is not empty")
-        snap = snapshot(scratch)
+        profile = server_profile(scratch)
         # A first key allocates the table (and 7.0's SET histogram); it stays for the sweep.
         scratch.set("\x00sweep", "x")
         rows = []
         for n in range(start, stop + 1):
             k = (key * n)[:n] if what == "key" else key
             v = value if what == "key" else (value * n)[:n]
-            before = _used(scratch)
-            scratch.set(k, v)
-            after = _used(scratch)
-            usage = int(scratch.memory_usage(k) or 0)
-            encoding = scratch.object("encoding", k)
-            scratch.delete(k)
-            model = key_breakdown(snap.profile, k, v)
+            delta, usage, encoding = _measure(scratch, k, v)
+            model = key_breakdown(profile, k, v)
             rows.append(
                 {
                     "length": n,
                     "memory_usage": usage,
                     "model_memory_usage": model.memory_usage,
-                    "used_memory_delta": after - before,
+                    "used_memory_delta": delta,
                     "model_charged": model.charged,
                     "encoding": encoding.decode() if isinstance(encoding, bytes) else str(encoding),
                 }
@@ -276,6 +294,7 @@ def sweep(
             scratch.flushdb()
         finally:
             scratch.close()
+            scratch.connection_pool.disconnect()
 
 
 def watch(conn: Redis, interval: float = 5.0, count: int | None = None) -> Iterator[dict[str, Any]]:
@@ -291,7 +310,9 @@ def watch(conn: Redis, interval: float = 5.0, count: int | None = None) -> Itera
         percent = round(100.0 * used / limit, 1) if limit else None
         warnings = []
         if percent is not None and percent >= 90:
-            warnings.append(f"used_memory at {percent}% of maxmemory (>= 90%): writes will soon fail with OOM")
+            warnings.append(
+                f"used_memory at {percent}% of maxmemory (>= 90%): writes will soon fail with OOM"
+            )
         elif percent is not None and percent >= 80:
             warnings.append(f"used_memory at {percent}% of maxmemory (>= 80%)")
         if policy != "noeviction":

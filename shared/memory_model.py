@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,9 @@ def profile_for(version: str, allocator: str, latency_tracking: bool) -> Profile
     histogram = 24576 + 112 if major >= 7 and latency_tracking else 0
     if alloc == "libc" and histogram:
         histogram = glibc_size(24576) + glibc_size(104)
-    return Profile(version=version, allocator=alloc, latency_histogram=histogram, reply_buffer_resizing=major >= 7)
+    return Profile(
+        version=version, allocator=alloc, latency_histogram=histogram, reply_buffer_resizing=major >= 7
+    )
 
 
 def is_redis_int(value: str) -> bool:
@@ -177,7 +180,9 @@ def value_cost(profile: Profile, value: str, *, shared_integers: bool = True) ->
         # 7.0 asks the allocator (zmalloc_size); 6.2 counts len + 2 + 16.
         counted = profile.alloc(asked) if profile.reply_buffer_resizing else n + 2 + ROBJ
         note = f"object 16 + sdshdr8 3 + {n} + NUL 1, one allocation"
-        return ValueCost("embstr", (Part("value object (embstr)", asked, profile.alloc(asked), note, counted),))
+        return ValueCost(
+            "embstr", (Part("value object (embstr)", asked, profile.alloc(asked), note, counted),)
+        )
     hdr = sds_header(n)
     return ValueCost(
         "raw",
@@ -235,7 +240,12 @@ def key_breakdown(
             "key, value and next pointers (3 x 8); MEMORY USAGE counts sizeof, not the allocation",
             counted=DICT_ENTRY,
         ),
-        Part("key sds", hdr + klen + 1, profile.sds(klen), f"sds header {hdr} + {klen} + NUL 1 (a copy of the key)"),
+        Part(
+            "key sds",
+            hdr + klen + 1,
+            profile.sds(klen),
+            f"sds header {hdr} + {klen} + NUL 1 (a copy of the key)",
+        ),
         *val.parts,
     ]
     if ttl:
@@ -285,7 +295,7 @@ def simulate_fill(
     profile: Profile,
     *,
     key_lengths: list[int] | None = None,
-    key_length: object = None,
+    key_length: Callable[[int], int] | None = None,
     value: str,
     ttl: int | None,
     used_memory: int,
@@ -311,7 +321,11 @@ def simulate_fill(
     """
     if maxmemory <= 0:
         raise ValueError("maxmemory must be set to predict a capacity")
-    length_of = key_length if callable(key_length) else (lambda i: key_lengths[i - 1] if key_lengths else 0)
+    def length_of(i: int) -> int:
+        if key_length is not None:
+            return key_length(i)
+        return key_lengths[i - 1] if key_lengths else 0
+
     val = value_cost(profile, value, shared_integers=shared_integers)
     initial_obj = profile.string_object(len(value.encode()))
     entry = profile.dict_entry
@@ -346,7 +360,9 @@ def simulate_fill(
             nonempty = table.size * (1 - math.exp(-table.used / table.size))
             bound = nonempty + 3 * math.sqrt(table.size) + 8
             table.old_until = i + math.ceil(bound / steps[name])
-            result.windows.append({"table_bytes": profile.table(table.size), "from_key": i, "to_key": table.old_until})
+            result.windows.append(
+                {"table_bytes": profile.table(table.size), "from_key": i, "to_key": table.old_until}
+            )
         table.size = new_size
         return more
 
