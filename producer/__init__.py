@@ -66,11 +66,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_access_log(app)
     register_auth(app)
 
-    from . import cache, health, jobs, members, probes
+    from . import cache, goods, health, jobs, members, probes
 
     app.register_blueprint(health.bp)
     app.register_blueprint(members.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(cache.bp)
+    app.register_blueprint(goods.bp)
     app.register_blueprint(probes.bp)
     return app

@@ -18,6 +18,7 @@ from sqlalchemy import (
     event,
     func,
 )
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,19 @@ goods = Table(
     Column("fence_token", BigInteger, nullable=False, default=0),
 )
 
+goods_stock_change = Table(
+    "goods_stock_change",
+    metadata,
+    Column("change_id", Integer, primary_key=True, autoincrement=True),
+    # The queued job's id: a retried or re-run decrement finds its change instead of applying twice.
+    Column("request_id", String(64), nullable=False, unique=True),
+    Column("goods_id", Integer, nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("stock_after", Integer, nullable=False),
+    Column("fence_token", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url`` with settings fit for many processes writing at once."""
@@ -66,5 +80,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    """Create the tables that do not exist yet."""
-    metadata.create_all(engine)
+    """Create the tables that do not exist yet.
+
+    Processes starting together (gunicorn workers, workers) race to create them: whoever loses
+    sees "already exists" and looks again.
+    """
+    try:
+        metadata.create_all(engine)
+    except (OperationalError, ProgrammingError, IntegrityError):
+        metadata.create_all(engine)
