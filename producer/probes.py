@@ -24,21 +24,22 @@ JOBS = {
     "watch": "shared.memory_jobs.probe_watch",
 }
 
-KeyName = Annotated[str, Field(min_length=1, max_length=1024)]
+# Limits keep every valid body, even with every character JSON-escaped, under MAX_BODY_BYTES.
+KeyName = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class KeyValue(Strict):
     """A key and value to write into the scratch database."""
 
     key: KeyName
-    value: Annotated[str, Field(max_length=65536)]
+    value: Annotated[str, Field(max_length=512)]
 
 
 class KeyProbeIn(Strict):
     """Explain existing keys and/or key/value pairs written into a scratch database."""
 
-    keys: Annotated[list[KeyName], Field(max_length=100)] = []
-    set: Annotated[list[KeyValue], Field(max_length=100)] = []
+    keys: Annotated[list[KeyName], Field(max_length=8)] = []
+    set: Annotated[list[KeyValue], Field(max_length=8)] = []
     ttl: Annotated[int, Field(ge=1)] | None = None
     scratch_db: Annotated[int, Field(ge=0, le=15)] = 15
 
@@ -67,8 +68,8 @@ class SweepProbeIn(Strict):
 class CapacityProbeIn(Strict):
     """Predict how many keys of a pattern still fit in the queue's Redis."""
 
-    key_pattern: Annotated[str, Field(min_length=4, max_length=1024, pattern=r"^[^{}]*\{i\}[^{}]*$")]
-    value: Annotated[str, Field(max_length=65536)]
+    key_pattern: Annotated[str, Field(min_length=4, max_length=256, pattern=r"^[^{}]*\{i\}[^{}]*$")]
+    value: Annotated[str, Field(max_length=4096)]
     ttl: Annotated[int, Field(ge=1)] | None = None
     maxmemory: Annotated[int, Field(ge=1)] | None = None
     batch: Annotated[int, Field(ge=1, le=100)] | None = None
