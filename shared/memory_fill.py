@@ -109,15 +109,15 @@ class Target:
 
 
 def same_server(a: Redis, b: Redis) -> bool:
-    """Whether two clients reach the same server and database (by ``run_id``)."""
-    try:
-        ida = a.info("server")["run_id"]
-        idb = b.info("server")["run_id"]
-    except RedisError:
+    """Whether two clients reach the same server and database (by ``run_id``, else by address)."""
+    ka, kb = a.connection_pool.connection_kwargs, b.connection_pool.connection_kwargs
+    if (ka.get("db", 0) or 0) != (kb.get("db", 0) or 0):
         return False
-    dba = a.connection_pool.connection_kwargs.get("db", 0) or 0
-    dbb = b.connection_pool.connection_kwargs.get("db", 0) or 0
-    return bool(ida == idb and dba == dbb)
+    try:
+        return bool(a.info("server")["run_id"] == b.info("server")["run_id"])
+    except RedisError:
+        address = ("host", "port", "path")
+        return all(ka.get(k) == kb.get(k) for k in address)
 
 
 def capacity(

@@ -260,7 +260,7 @@ def test_fill_with_force_keeps_other_keys(fresh: Any) -> None:
         conn.close()
 
 
-def test_cli_capacity_json_interface(fresh: Any, redis_proc: RedisProc) -> None:
+def test_cli_capacity_json_interface(fresh: Any, redis_proc: RedisProc, r: redis.Redis) -> None:
     server = fresh()
     runner = CliRunner()
     env = {"REDIS_URL": redis_proc.url}
@@ -276,7 +276,7 @@ def test_cli_capacity_json_interface(fresh: Any, redis_proc: RedisProc) -> None:
     assert filled["low"] <= filled["actual_keys"] <= filled["high"]
     assert {"before", "after"} <= set(filled) and "mem_fragmentation_ratio" in filled["after"]
     refused = runner.invoke(main, [*args[:2], "--url", redis_proc.url, *args[4:], "--fill"], env=env)
-    assert refused.exit_code != 0 and "queue's own Redis" in refused.output
+    assert refused.exit_code == 1 and "queue's own Redis" in refused.output, refused.output
     bad_args = ["probe", "capacity", "--url", server.url, "--key-pattern", "nokey", "--value", "v",
                 "--maxmemory", "2000000"]  # fmt: skip
     bad = runner.invoke(main, bad_args, env=env)
