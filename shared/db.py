@@ -18,6 +18,7 @@ from sqlalchemy import (
     event,
     func,
 )
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def init_db(engine: Engine) -> None:
-    """Create the tables that do not exist yet."""
-    metadata.create_all(engine)
+def init_db(engine: Engine, attempts: int = 3) -> None:
+    """Create the tables that do not exist yet.
+
+    Several processes start at once (gunicorn workers, rq workers); when another one creates a
+    table between our check and our CREATE, the database says it exists: look again.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            metadata.create_all(engine)
+            return
+        except (OperationalError, ProgrammingError) as exc:
+            if attempt == attempts or "exist" not in str(exc.orig).lower():
+                raise
+            logger.debug("concurrent table creation (%s); checking again", exc.orig)
