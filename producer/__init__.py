@@ -63,10 +63,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_access_log(app)
     register_auth(app)
 
-    from . import cache, health, jobs, members
+    from . import cache, goods, health, jobs, members
 
     app.register_blueprint(health.bp)
     app.register_blueprint(members.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(cache.bp)
+    app.register_blueprint(goods.bp)
     return app

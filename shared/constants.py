@@ -41,3 +41,13 @@ DEFAULT_FAILURE_TTL = 7 * 24 * 3600
 DEFAULT_JOB_TIMEOUT = 60
 DEFAULT_SOCKET_TIMEOUT = 5.0
 DEFAULT_ENQUEUE_RETRY_SECONDS = 10.0
+
+# Distributed lock: waiter flags and release notifications, and the lock's statistics hash
+# (fields acquired, contended, failed, released, extended, lost) in the queue's Redis.
+LOCK_WAIT_PREFIX = PREFIX + "lockwait:"
+LOCK_NOTIFY_PREFIX = PREFIX + "locknotify:"
+LOCK_STATS_KEY = STATS_PREFIX + "lock"
+LOCK_STATS_FIELDS = ("acquired", "contended", "failed", "released", "extended", "lost")
+GOODS_LOCK_PREFIX = "goods:"
+DECREMENT_STOCK_JOB = "consumer.stock.decrement_stock"
+DECREMENT_STOCK_JOB_NAME = "decrementStockJob"

@@ -18,7 +18,7 @@ from sqlalchemy import (
     event,
     func,
 )
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,19 @@ goods = Table(
     Column("fence_token", BigInteger, nullable=False, default=0),
 )
 
+goods_stock_change = Table(
+    "goods_stock_change",
+    metadata,
+    Column("change_id", Integer, primary_key=True, autoincrement=True),
+    # The queued job's id: a retried or re-run decrement finds its change instead of applying twice.
+    Column("request_id", String(64), nullable=False, unique=True),
+    Column("goods_id", Integer, nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("stock_after", Integer, nullable=False),
+    Column("fence_token", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url`` with settings fit for many processes writing at once."""
@@ -69,14 +82,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 def init_db(engine: Engine, attempts: int = 3) -> None:
     """Create the tables that do not exist yet.
 
-    Several processes start at once (gunicorn workers, rq workers); when another one creates a
-    table between our check and our CREATE, the database says it exists: look again.
+    Processes starting together (gunicorn workers, rq workers) race to create them: whoever
+    loses sees "already exists" (PostgreSQL: a duplicate pg_type row) and looks again.
     """
     for attempt in range(1, attempts + 1):
         try:
             metadata.create_all(engine)
             return
-        except (OperationalError, ProgrammingError) as exc:
-            if attempt == attempts or "exist" not in str(exc.orig).lower():
+        except (OperationalError, ProgrammingError, IntegrityError) as exc:
+            if attempt == attempts:
                 raise
             logger.debug("concurrent table creation (%s); checking again", exc.orig)
