@@ -2,12 +2,15 @@
 
 RQ reads ``REDIS_URL`` or ``SENTINEL`` from here; both come from the environment through
 :class:`shared.settings.Settings`, so plain ``rq worker`` and ``redis-archive worker`` agree.
+With ``REDIS_SENTINELS`` set, RQ connects to the master that the Sentinels name, with the same
+passwords and TLS options as the producer (:func:`shared.connections.rq_sentinel_config`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from shared.connections import rq_redis_url, rq_sentinel_config
 from shared.constants import ALL_QUEUES
 from shared.settings import Settings
 
@@ -16,14 +19,6 @@ _settings = Settings.from_env()
 QUEUES = list(ALL_QUEUES)
 
 if _settings.sentinels:
-    SENTINEL: dict[str, Any] = {
-        "INSTANCES": list(_settings.sentinels),
-        "MASTER_NAME": _settings.sentinel_master,
-        "PASSWORD": _settings.redis_password,
-        "SOCKET_TIMEOUT": _settings.socket_timeout,
-        "SENTINEL_KWARGS": (
-            {"password": _settings.sentinel_password} if _settings.sentinel_password else {}
-        ),
-    }
+    SENTINEL: dict[str, Any] = rq_sentinel_config(_settings)
 else:
-    REDIS_URL = _settings.redis_url
+    REDIS_URL = rq_redis_url(_settings)
