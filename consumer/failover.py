@@ -167,9 +167,10 @@ class FailoverMixin:
         if status not in (JobStatus.QUEUED, JobStatus.STARTED):
             return
         with self.connection.pipeline() as pipe:
+            # enqueue_job opens the transaction (MULTI), so it goes first.
+            queue.enqueue_job(job, pipeline=pipe, at_front=True)
             queue.started_job_registry.remove_executions(job, pipeline=pipe)
             pipe.lrem(queue.intermediate_queue_key, 0, job.id)
-            queue.enqueue_job(job, pipeline=pipe, at_front=True)
             pipe.execute()
         self.log.warning(
             "Worker %s: job %s (%s) put back on %s after the failover", self.name, job.id, status, queue.name

@@ -11,6 +11,7 @@ import click
 
 from .constants import ALL_QUEUES
 from .exceptions import ArchiveError, ConfigurationError
+from .ha_cli import ha
 from .settings import Settings
 from .stack import Stack, producer_argv, worker_argv
 
@@ -102,6 +103,9 @@ def up(obj: Context, host: str, port: int, workers: int, data_dir: Path) -> None
     except ArchiveError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+main.add_command(ha)
 
 
 if __name__ == "__main__":

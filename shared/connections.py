@@ -11,12 +11,12 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from redis import Redis
 from redis.backoff import ExponentialBackoff
-from redis.connection import parse_url
+from redis.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from .exceptions import ConfigurationError
 from .settings import Settings
@@ -29,6 +29,23 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     RedisTimeoutError,
     ReadOnlyError,
 )
+
+
+class SentinelConnection(SentinelManagedConnection):
+    """redis-py's Sentinel-managed connection, but one whose interrupted read drops the socket.
+
+    redis-py's class reads with ``disconnect_on_error=False``, so a read cut short by an
+    exception (a worker's SIGTERM during ``BLMOVE``) leaves the connection in the pool with
+    the old reply still pending: the next command on it reads the wrong reply or hangs.
+    """
+
+    def read_response(self, disable_decoding: bool = False, **kwargs: Any) -> Any:
+        kwargs.setdefault("disconnect_on_error", True)
+        return super().read_response(disable_decoding, **kwargs)
+
+
+class SentinelSSLConnection(SentinelConnection, SSLConnection):
+    """:class:`SentinelConnection` over TLS."""
 
 
 def _client_options(settings: Settings) -> dict[str, Any]:
@@ -81,10 +98,12 @@ def master_options(settings: Settings) -> dict[str, Any]:
     password = settings.redis_password or parsed.get("password")
     if password:
         opts["password"] = password
-    if settings.redis_url.startswith("rediss://"):
+    tls = settings.redis_url.startswith("rediss://")
+    if tls:
         opts["ssl"] = True
         opts.update({k: v for k, v in parsed.items() if k.startswith("ssl_")})
         opts.update(_tls_options(settings))
+    opts["connection_class"] = SentinelSSLConnection if tls else SentinelConnection
     return opts
 
 
