@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 from rq import Callback, Retry
 from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from shared.connections import UNAVAILABLE_ERRORS
 from shared.constants import DURABLE_MARKER_KEY
@@ -94,7 +95,11 @@ class _Attempt:
         """One attempt: write the job (unless it is known to be there), then confirm it."""
         settings = self.state.settings
         try:
-            if self.job is None or (self.unsure and not self.state.redis.exists(self.job.key)):
+            if self.unsure and self.state.redis.exists(Job.key_for(self.job_id)):
+                # The write went through although its reply was lost.
+                if self.job is None:
+                    self.job = Job.fetch(self.job_id, connection=self.state.redis, serializer=JSONSerializer)
+            elif self.job is None or self.unsure:
                 self.job = write_job(self.state, queue_name, func, name, self.job_id, *args)
             self.unsure = False
             wanted = settings.enqueue_min_replicas
@@ -132,10 +137,12 @@ def enqueue(state: ArchiveState, queue_name: str, func: str, name: str, *args: A
     delay = RETRY_FIRST_DELAY
     tries = 1
     while not attempt.run(queue_name, func, name, *args):
-        if time.monotonic() + delay > attempt.deadline:
+        remaining = attempt.deadline - time.monotonic()
+        if remaining <= 0:
             _refuse(state, queue_name, attempt, tries)
-        logger.warning("enqueue of %s failed (%s); retrying in %.2fs", attempt.job_id, attempt.reason, delay)
-        time.sleep(delay)
+        pause = min(delay, remaining)
+        logger.warning("enqueue of %s failed (%s); retrying in %.2fs", attempt.job_id, attempt.reason, pause)
+        time.sleep(pause)
         delay = min(delay * 2, RETRY_MAX_DELAY)
         tries += 1
     job = attempt.job

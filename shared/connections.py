@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from redis import Redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
@@ -111,7 +111,9 @@ def sentinel_options(settings: Settings) -> dict[str, Any]:
     """Connection options for the Sentinels themselves (password, TLS, timeouts)."""
     opts: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout,
-        "socket_connect_timeout": settings.socket_timeout,
+        # A dead Sentinel must not hold up the question to the next one.
+        "socket_connect_timeout": min(settings.socket_timeout, 1.0),
+        "retry": Retry(NoBackoff(), 0),
     }
     if settings.sentinel_password:
         opts["password"] = settings.sentinel_password

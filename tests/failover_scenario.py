@@ -87,7 +87,8 @@ class FailoverResult:
             f"durable={'on' if self.durable else 'off'}: kill->first enqueue {resume}, "
             f"acknowledged {len(self.acknowledged)}, lost {len(self.lost)}, "
             f"processed twice {len(self.processed_twice)}, refused (503) {self.refused}, "
-            f"stranded {len(self.stranded)}, workers alive {sum(self.workers_alive)}/{len(self.workers_alive)}"
+            f"stranded {len(self.stranded)}, "
+            f"workers alive {sum(self.workers_alive)}/{len(self.workers_alive)}"
         )
 
 
@@ -185,9 +186,8 @@ def run_failover(
         port = procs.free_port()
         producer_log = open(directory / "producer.log", "wb")  # noqa: SIM115
         log_files.append(producer_log)
-        children.append(
-            procs.spawn(producer_argv("127.0.0.1", port, 2), env=env, stdout=producer_log, stderr=producer_log)
-        )
+        argv = producer_argv("127.0.0.1", port, 2)
+        children.append(procs.spawn(argv, env=env, stdout=producer_log, stderr=producer_log))
         names = [f"failover-{os.getpid()}-{i}-{int(time.time() * 1000) % 100000}" for i in (1, 2)]
         workers = []
         for name in names:
@@ -221,9 +221,9 @@ def run_failover(
         procs.wait_until(drained, drain_timeout, interval=0.5)
         drain_seconds = time.monotonic() - drain_started
         rows = _rows(db_url, acknowledged)
-        finished = {j for j in acknowledged if states.get(j) == JobStatus.FINISHED.value and j in rows}
+        done = {j for j in acknowledged if states.get(j) == JobStatus.FINISHED.value and j in rows}
         lost = [j for j in acknowledged if states.get(j) is None and j not in rows]
-        stranded = [j for j in acknowledged if j not in finished and j not in lost]
+        stranded = [j for j in acknowledged if j not in done and j not in lost]
 
         # Every worker still takes jobs: a fresh batch, and who ran it.
         extra = Client(port, 50.0)
@@ -232,9 +232,8 @@ def run_failover(
         extra.stopping.set()
         extra.join(30)
         extra_ids = [p.job_id for p in extra.posts if p.status == 202 and p.job_id]
-        procs.wait_until(
-            lambda: all(s == JobStatus.FINISHED.value for s in _job_states(redis, extra_ids).values()), 20, 0.2
-        )
+        finished = JobStatus.FINISHED.value
+        procs.wait_until(lambda: all(s == finished for s in _job_states(redis, extra_ids).values()), 20, 0.2)
         by_worker: Counter[str] = Counter()
         for job_id in extra_ids:
             worker_name = redis.hget(Job.key_for(job_id), "worker_name")
@@ -255,7 +254,7 @@ def run_failover(
             posts=client.posts,
             killed_at=killed_at,
             acknowledged=acknowledged,
-            finished=finished,
+            finished=done,
             lost=lost,
             stranded=stranded,
             processed_twice=twice,
