@@ -14,6 +14,7 @@ from shared.db import init_db, make_engine
 from shared.settings import Settings
 
 from .access_log import register_access_log
+from .auth import register_auth
 from .errors import register_error_handlers
 from .state import EXTENSION, ArchiveState
 
@@ -58,10 +59,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     register_error_handlers(app)
     register_access_log(app)
+    register_auth(app)
 
-    from . import health, jobs, members
+    from . import cache, health, jobs, members
 
     app.register_blueprint(health.bp)
     app.register_blueprint(members.bp)
     app.register_blueprint(jobs.bp)
+    app.register_blueprint(cache.bp)
     return app

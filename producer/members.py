@@ -40,8 +40,11 @@ def enqueue_member(body: MemberIn) -> tuple[dict[str, Any], int]:
     return {"jobId": job.id}, 202
 
 
-@bp.get("/members/<int:member_id>")
-@operation("A member written by the consumer", responses={200: Member, 404: None, 503: None}, tags=("members",))
+# Bounded like the column (32-bit on PostgreSQL and MySQL): a larger id is a 404, not a database error.
+@bp.get("/members/<int(max=2147483647):member_id>")
+@operation(
+    "A member written by the consumer", responses={200: Member, 404: None, 503: None}, tags=("members",)
+)
 def get_member(member_id: int) -> dict[str, Any]:
     with get_state().engine.connect() as conn:
         row = conn.execute(select(member).where(member.c.member_id == member_id)).first()
