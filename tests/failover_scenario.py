@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from shared import procs
 from shared.connections import close_redis, get_redis
-from shared.db import make_engine, member
+from shared.db import init_db, make_engine, member
 from shared.ha import HaCluster
 from shared.settings import Settings
 from shared.stack import producer_argv, worker_argv
@@ -36,6 +36,7 @@ WORKER_CLASS = "consumer.failover.FailoverSimpleWorker"
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 #: RQ's line for every job a worker takes: ``Worker w1: member: createMemberJob (<id>)``.
 _DEQUEUED = re.compile(r"createMemberJob \(([0-9a-f]{32})\)")
+_JOB_LINE = re.compile(r"createMemberJob|Job OK|result is kept|Successfully completed")
 
 
 @dataclass
@@ -64,7 +65,18 @@ class FailoverResult:
     workers_after: dict[str, int]
     worker_names: list[str]
     drain_seconds: float
+    #: ``+switch-master`` events one Sentinel logged (1 unless a spurious second failover).
+    failovers: int
+    directory: Path
     logs: dict[str, str] = field(default_factory=dict)
+
+    def diagnostics(self) -> str:
+        """The summary plus each worker's log lines other than per-job ones (for failed asserts)."""
+        parts = [self.summary()]
+        for name in self.worker_names:
+            lines = [line for line in self.logs.get(name, "").splitlines() if not _JOB_LINE.search(line)]
+            parts.append(f"--- {name}\n" + "\n".join(lines[-40:]))
+        return "\n".join(parts)
 
     @property
     def resume_seconds(self) -> float | None:
@@ -82,13 +94,14 @@ class FailoverResult:
         return sum(1 for p in self.posts if p.status not in (202, 503))
 
     def summary(self) -> str:
+        """One line with the figures the bench prints."""
         resume = f"{self.resume_seconds:.2f}s" if self.resume_seconds is not None else "never"
         return (
             f"durable={'on' if self.durable else 'off'}: kill->first enqueue {resume}, "
             f"acknowledged {len(self.acknowledged)}, lost {len(self.lost)}, "
             f"processed twice {len(self.processed_twice)}, refused (503) {self.refused}, "
-            f"stranded {len(self.stranded)}, "
-            f"workers alive {sum(self.workers_alive)}/{len(self.workers_alive)}"
+            f"stranded {len(self.stranded)}, failovers {self.failovers}, "
+            f"workers alive {sum(self.workers_alive)}/{len(self.workers_alive)} ({self.directory})"
         )
 
 
@@ -169,6 +182,9 @@ def run_failover(
     redis: Redis | None = None
     db_url = f"sqlite:///{directory / 'archive.db'}"
     try:
+        engine = make_engine(db_url)
+        init_db(engine)  # once, before several processes race to create the tables
+        engine.dispose()
         cluster.start()
         env = dict(os.environ)
         for var in ("REDIS_URL", "ENQUEUE_MIN_REPLICAS", "ALERT_WEBHOOK_URL"):
@@ -201,6 +217,9 @@ def run_failover(
             raise RuntimeError(f"the producer did not start; see {directory / 'producer.log'}")
 
         redis = get_redis(Settings.from_env(env))
+        registered = {f"rq:worker:{name}".encode() for name in names}
+        if not procs.wait_until(lambda: registered <= set(redis.smembers("rq:workers")), 60, 0.2):
+            raise RuntimeError(f"the workers did not start; see {directory}")
         client = Client(port, rate)
         client.start()
         time.sleep(before_kill)
@@ -211,57 +230,57 @@ def run_failover(
         client.join(60)
         acknowledged = [p.job_id for p in client.posts if p.status == 202 and p.job_id]
 
+        # An acknowledged job is done when its member row exists (the job's effect), lost when
+        # neither a row nor its job hash exists on the new master, stranded otherwise.
         drain_started = time.monotonic()
+        rows: set[str] = set()
         states: dict[str, str | None] = {}
 
         def drained() -> bool:
-            states.update(_job_states(redis, acknowledged))
-            return all(s in (None, JobStatus.FINISHED.value, JobStatus.FAILED.value) for s in states.values())
+            rows.update(_rows(db_url, acknowledged))
+            pending = [j for j in acknowledged if j not in rows]
+            states.update(_job_states(redis, pending))
+            return all(states[j] in (None, JobStatus.FAILED.value) for j in pending)
 
         procs.wait_until(drained, drain_timeout, interval=0.5)
         drain_seconds = time.monotonic() - drain_started
-        rows = _rows(db_url, acknowledged)
-        done = {j for j in acknowledged if states.get(j) == JobStatus.FINISHED.value and j in rows}
-        lost = [j for j in acknowledged if states.get(j) is None and j not in rows]
-        stranded = [j for j in acknowledged if j not in done and j not in lost]
+        lost = [j for j in acknowledged if j not in rows and states.get(j) is None]
+        stranded = [j for j in acknowledged if j not in rows and states.get(j) is not None]
 
-        # Every worker still takes jobs: a fresh batch, and who ran it.
+        # Every worker still takes jobs: a fresh batch, and who ran it (from the workers' logs).
         extra = Client(port, 50.0)
         extra.start()
         time.sleep(1.0)
         extra.stopping.set()
         extra.join(30)
         extra_ids = [p.job_id for p in extra.posts if p.status == 202 and p.job_id]
-        finished = JobStatus.FINISHED.value
-        procs.wait_until(lambda: all(s == finished for s in _job_states(redis, extra_ids).values()), 20, 0.2)
-        by_worker: Counter[str] = Counter()
-        for job_id in extra_ids:
-            worker_name = redis.hget(Job.key_for(job_id), "worker_name")
-            if worker_name:
-                by_worker[worker_name.decode()] += 1
+        procs.wait_until(lambda: set(extra_ids) <= _rows(db_url, extra_ids), 20, 0.2)
 
         alive = [proc.poll() is None for proc in workers]
         for log in log_files:
             log.flush()
         logs = {name: (directory / f"{name}.log").read_text(errors="replace") for name in names}
         logs["producer"] = (directory / "producer.log").read_text(errors="replace")
-        dequeued: Counter[str] = Counter()
-        for name in names:
-            dequeued.update(m.group(1) for m in _DEQUEUED.finditer(logs[name]))
+        taken = {name: Counter(m.group(1) for m in _DEQUEUED.finditer(logs[name])) for name in names}
+        dequeued: Counter[str] = sum(taken.values(), Counter())
         twice = [j for j in acknowledged if dequeued[j] > 1]
+        sentinel_log = cluster.directory / "sentinel-1" / "sentinel.log"
+        failovers = sentinel_log.read_text().count("+switch-master") if sentinel_log.exists() else -1
         return FailoverResult(
             durable=durable,
             posts=client.posts,
             killed_at=killed_at,
             acknowledged=acknowledged,
-            finished=done,
+            finished=rows & set(acknowledged),
             lost=lost,
             stranded=stranded,
             processed_twice=twice,
             workers_alive=alive,
-            workers_after={name: by_worker[name] for name in names},
+            workers_after={name: sum(taken[name][j] for j in extra_ids) for name in names},
+            failovers=failovers,
             worker_names=names,
             drain_seconds=drain_seconds,
+            directory=directory,
             logs=logs,
         )
     finally:

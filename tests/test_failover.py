@@ -45,8 +45,8 @@ def failover(request: pytest.FixtureRequest) -> FailoverResult:
 
 
 def test_enqueues_resume_within_ten_seconds_of_the_kill(failover: FailoverResult) -> None:
-    assert failover.resume_seconds is not None, failover.summary()
-    assert failover.resume_seconds < 10.0, failover.summary()
+    assert failover.resume_seconds is not None, failover.diagnostics()
+    assert failover.resume_seconds < 10.0, failover.diagnostics()
     # The run straddles the kill: jobs were acknowledged before it and after it.
     assert any(p.status == 202 and p.done < failover.killed_at for p in failover.posts)
     assert any(p.status == 202 and p.sent > failover.killed_at for p in failover.posts)
@@ -59,7 +59,7 @@ def test_every_request_gets_202_or_503(failover: FailoverResult) -> None:
 def test_no_acknowledged_job_is_left_half_done(failover: FailoverResult) -> None:
     # Each acknowledged job either finished (row written, status finished) or, without
     # durable enqueue only, vanished with the old master; none is stuck queued or started.
-    assert failover.stranded == [], failover.summary()
+    assert failover.stranded == [], failover.diagnostics()
     assert len(failover.finished) + len(failover.lost) == len(failover.acknowledged)
 
 
@@ -70,7 +70,7 @@ def test_durable_enqueue_loses_no_acknowledged_job(durable_run: FailoverResult) 
 
 
 def test_every_worker_is_alive_and_processing_afterwards(failover: FailoverResult) -> None:
-    assert all(failover.workers_alive), failover.summary()
+    assert all(failover.workers_alive), failover.diagnostics()
     assert all(count > 0 for count in failover.workers_after.values()), failover.workers_after
     for name in failover.worker_names:
         log = failover.logs[name]
