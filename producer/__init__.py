@@ -38,6 +38,8 @@ def _settings_from(config: Mapping[str, Any] | None) -> Settings:
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the producer app: settings, one Redis client, one engine, blueprints."""
     app = Flask(__name__)
+    # An API answers, it does not redirect: "/members//1" is a JSON 404, not an HTML 308.
+    app.url_map.merge_slashes = False
     settings = _settings_from(config)
     app.config.from_mapping(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -61,10 +63,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_access_log(app)
     register_auth(app)
 
-    from . import cache, health, jobs, members
+    from . import cache, goods, health, jobs, members
 
     app.register_blueprint(health.bp)
     app.register_blueprint(members.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(cache.bp)
+    app.register_blueprint(goods.bp)
     return app

@@ -13,7 +13,7 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 from flask.blueprints import BlueprintSetupState
 from pydantic import AfterValidator, BaseModel, Field
 from werkzeug.routing import PathConverter
@@ -139,8 +139,11 @@ def serialise(value: dict[str, Any]) -> bytes:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
     except UnicodeEncodeError:
         message = "value must hold valid Unicode only (no lone surrogates)"
-    except (ValueError, RecursionError):
+    except RecursionError:
         message = "value is nested too deeply"
+    except ValueError:
+        # json.loads turns 1e400 into inf; JSON has no infinities.
+        message = "value holds a number out of range (numbers must fit a finite double)"
     raise ValidationFailed(message, fields=[{"field": "value", "message": message, "type": "value_error"}])
 
 
@@ -217,7 +220,7 @@ def set_value(body: CacheSet) -> tuple[dict[str, Any], int]:
     tags=("cache",),
     description=KEY_URL_NOTE,
 )
-def get_value(path: CacheKeyPath) -> dict[str, Any]:
+def get_value(path: CacheKeyPath) -> Response:
     key = _path_key(path)
     pipe = get_state().cache_redis.pipeline(transaction=True)
     pipe.get(redis_key(key))
@@ -225,7 +228,10 @@ def get_value(path: CacheKeyPath) -> dict[str, Any]:
     raw, ttl = pipe.execute()
     if raw is None:
         raise NotFound(f"key {key!r} not found")
-    return {"key": key, "value": json.loads(raw), "ttlMs": max(int(ttl), 0)}
+    # The stored text is compact JSON written by set_value: splice it in instead of parsing
+    # and re-encoding up to CACHE_MAX_VALUE_BYTES (and any nesting the request parser took).
+    body = b'{"key":%s,"value":%s,"ttlMs":%d}\n' % (json.dumps(key).encode(), raw, max(int(ttl), 0))
+    return Response(body, mimetype="application/json")
 
 
 @bp.delete("/<cachekey:key>", merge_slashes=False)

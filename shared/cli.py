@@ -12,6 +12,7 @@ import click
 from .constants import ALL_QUEUES
 from .exceptions import ArchiveError, ConfigurationError
 from .ha_cli import ha
+from .lock_cli import lock
 from .settings import Settings
 from .stack import Stack, producer_argv, worker_argv
 
@@ -116,6 +117,7 @@ def up(obj: Context, host: str, port: int, workers: int, data_dir: Path) -> None
 
 
 main.add_command(ha)
+main.add_command(lock)
 
 
 if __name__ == "__main__":

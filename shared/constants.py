@@ -45,3 +45,13 @@ DEFAULT_WORKER_MASTER_TIMEOUT = 60.0
 
 #: Written (INCR) right before ``WAIT`` so that ``WAIT`` covers every earlier write on the master.
 DURABLE_MARKER_KEY = PREFIX + "durable:marker"
+
+# Distributed lock: waiter flags and release notifications, and the lock's statistics hash
+# (fields acquired, contended, failed, released, extended, lost) in the queue's Redis.
+LOCK_WAIT_PREFIX = PREFIX + "lockwait:"
+LOCK_NOTIFY_PREFIX = PREFIX + "locknotify:"
+LOCK_STATS_KEY = STATS_PREFIX + "lock"
+LOCK_STATS_FIELDS = ("acquired", "contended", "failed", "released", "extended", "lost")
+GOODS_LOCK_PREFIX = "goods:"
+DECREMENT_STOCK_JOB = "consumer.stock.decrement_stock"
+DECREMENT_STOCK_JOB_NAME = "decrementStockJob"

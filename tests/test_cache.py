@@ -231,6 +231,17 @@ def test_lone_surrogates_are_refused_in_keys_and_values(client: FlaskClient, r: 
     assert r.dbsize() == 1
 
 
+def test_numbers_out_of_range_are_refused(client: FlaskClient, r: redis.Redis) -> None:
+    infinite_value = '{"key": "k", "value": {"a": 1e400}, "expire": 1000}'
+    error = assert_error(post_raw(client, infinite_value), 422, "validation_error", "value")
+    assert "out of range" in error["message"]
+    infinite_expire = '{"key": "k", "value": {"a": 1}, "expire": 1e400}'
+    assert_error(post_raw(client, infinite_expire), 422, "validation_error", "expire")
+    too_many_digits = '{"key": "k", "value": {"a": ' + "9" * 5000 + '}, "expire": 1}'
+    assert_error(post_raw(client, too_many_digits), 400, "invalid_json")
+    assert r.dbsize() == 0
+
+
 def test_a_path_that_is_not_utf8_is_refused(client: FlaskClient) -> None:
     # PATH_INFO holds the raw bytes as latin-1 (PEP 3333); %FF decodes to the byte 0xFF.
     for method in ("GET", "DELETE"):
@@ -252,6 +263,17 @@ def test_values_with_edge_characters_round_trip(client: FlaskClient) -> None:
     }
     assert put(client, "edge", value).status_code == 201
     assert client.get(url("edge")).get_json()["value"] == value
+
+
+def test_a_deeply_nested_value_round_trips(client: FlaskClient) -> None:
+    depth = 900
+    raw = '{"key": "deep", "expire": 60000, "value": {"a": ' + "[" * depth + "]" * depth + "}}"
+    assert post_raw(client, raw).status_code == 201
+    value = client.get(url("deep")).get_json()["value"]["a"]
+    for _ in range(depth - 1):
+        assert isinstance(value, list) and len(value) == 1
+        value = value[0]
+    assert value == []
 
 
 # --- 400, 413, 415, 422 ---------------------------------------------------------------------------
@@ -381,7 +403,12 @@ JSON_VALUES = st.recursive(
 OBJECTS = st.dictionaries(st.text(max_size=10), JSON_VALUES, min_size=1, max_size=5)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(key=KEY_TEXT, value=OBJECTS)
 def test_generated_keys_and_values_round_trip(client: FlaskClient, key: str, value: dict[str, Any]) -> None:
     assert put(client, key, value).status_code == 201
@@ -392,7 +419,12 @@ def test_generated_keys_and_values_round_trip(client: FlaskClient, key: str, val
     assert client.delete(url(key)).status_code == 200
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(key=st.text(min_size=0, max_size=200))
 def test_any_key_round_trips_or_is_refused(client: FlaskClient, key: str) -> None:
     valid = 1 <= len(key.encode("utf-8", "surrogatepass")) <= KEY_MAX_BYTES and not any(
