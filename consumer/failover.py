@@ -16,12 +16,13 @@ idempotent, so a second run writes nothing twice.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, Worker
-from rq.exceptions import InvalidJobOperation, StopRequested
+from rq.exceptions import InvalidJobOperation, NoSuchJobError, StopRequested
 from rq.job import Job, JobStatus
 
 from shared.connections import UNAVAILABLE_ERRORS
@@ -48,6 +49,10 @@ class FailoverMixin:
     connection: Any
     log: Any
     name: str
+    executions_key: str
+    job_class: Any
+    queue_class: Any
+    serializer: Any
     _stop_requested: bool
 
     def __init__(self, *args: Any, master_timeout: float | None = None, **kwargs: Any) -> None:
@@ -95,14 +100,64 @@ class FailoverMixin:
             delay = min(delay * 2, _MAX_DELAY)
         self.failovers += 1
         self.log.warning("Worker %s: Redis master back after %.1fs", self.name, time.monotonic() - started)
+        try:
+            self.recover_phantom_claims()
+        except UNAVAILABLE_ERRORS as exc:
+            self.log.warning("Worker %s: could not check its claims yet: %s", self.name, exc)
+
+    def recover_phantom_claims(self) -> list[str]:
+        """Put back the jobs the master says this worker runs but it never received.
+
+        A claim (pop + start) that the old master executed and replicated but whose reply never
+        arrived leaves a job "started" by a live worker that knows nothing of it: no worker
+        would ever run it, and no dead-worker recovery applies.
+        """
+        running = {getattr(e, "id", None) for e in getattr(self, "executions", {}).values()}
+        recovered = []
+        for member in self.connection.smembers(self.executions_key):
+            job_id, _, execution_id = member.decode().partition(":")
+            if execution_id in running:
+                continue
+            with self.connection.pipeline() as pipe:
+                pipe.srem(self.executions_key, member)
+                pipe.delete(f"rq:execution:{job_id}:{execution_id}")
+                pipe.execute()
+            try:
+                job = self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
+            except NoSuchJobError:
+                continue
+            queue = self.queue_class(
+                job.origin, connection=self.connection, job_class=self.job_class, serializer=self.serializer
+            )
+            if self.recover_job(job, queue):
+                recovered.append(job_id)
+        return recovered
 
     def _retrying(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        """Call ``method`` until it gets through, waiting for a master between tries."""
+        """Call ``method`` until it gets through, waiting for a master between tries.
+
+        Only the main thread waits (and may exit); job threads let the error through.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return method(*args, **kwargs)
         while True:
             try:
                 return method(*args, **kwargs)
             except UNAVAILABLE_ERRORS as exc:
                 self.wait_for_master(exc)
+
+    # The Redis entry points of consumer.worker.FastWorker's own loop: claim (with the previous
+    # job's success writes), wait for work, write a success on its own. Retrying them with the
+    # same arguments is what that loop does itself after a connection error.
+
+    def _finish_and_claim(self, pending: Any) -> Any:
+        return self._retrying(super()._finish_and_claim, pending)  # type: ignore[misc]
+
+    def _wait_for_work(self, max_idle_time: int | None, idle_since: float) -> None:
+        self._retrying(super()._wait_for_work, max_idle_time, idle_since)  # type: ignore[misc]
+
+    def _flush(self, pending: Any) -> None:
+        self._retrying(super()._flush, pending)  # type: ignore[misc]
 
     def register_birth(self) -> None:
         """Wait for a master at start-up instead of crashing."""
@@ -149,7 +204,7 @@ class FailoverMixin:
             self.wait_for_master(exc)
             self._retrying(self.recover_job, job, queue)
 
-    def recover_job(self, job: Job, queue: Queue) -> None:
+    def recover_job(self, job: Job, queue: Queue) -> bool:
         """Put ``job`` back at the front of ``queue`` unless the master shows it settled or queued."""
         executions = getattr(self, "executions", {})
         for execution_id, execution in list(executions.items()):
@@ -159,13 +214,13 @@ class FailoverMixin:
             status = job.get_status(refresh=True)
         except InvalidJobOperation:
             self.log.warning("Worker %s: job %s is not on the new master", self.name, job.id)
-            return
+            return False
         if status in _SETTLED:
-            return
+            return False
         if status == JobStatus.QUEUED and self.connection.lpos(queue.key, job.id) is not None:
-            return
+            return False
         if status not in (JobStatus.QUEUED, JobStatus.STARTED):
-            return
+            return False
         with self.connection.pipeline() as pipe:
             # enqueue_job opens the transaction (MULTI), so it goes first.
             queue.enqueue_job(job, pipeline=pipe, at_front=True)
@@ -175,6 +230,7 @@ class FailoverMixin:
         self.log.warning(
             "Worker %s: job %s (%s) put back on %s after the failover", self.name, job.id, status, queue.name
         )
+        return True
 
     def teardown(self) -> None:
         """Register death if a master answers; never block the exit on it."""

@@ -18,6 +18,7 @@ from sqlalchemy import (
     event,
     func,
 )
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 logger = logging.getLogger(__name__)
 
@@ -79,5 +80,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    """Create the tables that do not exist yet."""
-    metadata.create_all(engine)
+    """Create the tables that do not exist yet.
+
+    Processes starting together (gunicorn workers, workers) race to create them: whoever loses
+    sees "already exists" and looks again.
+    """
+    try:
+        metadata.create_all(engine)
+    except (OperationalError, ProgrammingError, IntegrityError):
+        metadata.create_all(engine)

@@ -109,23 +109,23 @@ def test_a_read_only_replica_gets_503_and_no_job(
 def test_an_unanswered_write_is_retried_without_a_second_copy(
     app_factory: Any, settings: Settings, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write = queueing.write_job
-    calls: list[str] = []
+    real_write = queueing.write_jobs
+    calls: list[list[str]] = []
 
-    def write_then_lose_the_reply(*args: Any) -> Any:
-        job = real_write(*args)
-        calls.append(job.id)
+    def write_then_lose_the_reply(*args: Any) -> list[str]:
+        ids = real_write(*args)
+        calls.append(ids)
         if len(calls) == 1:
             raise redis.exceptions.ConnectionError("reply lost")
-        return job
+        return ids
 
-    monkeypatch.setattr(queueing, "write_job", write_then_lose_the_reply)
+    monkeypatch.setattr(queueing, "write_jobs", write_then_lose_the_reply)
     client = app_factory(settings)
     response = client.post("/queue/members", json=MEMBER)
     assert response.status_code == 202
     job_id = response.get_json()["jobId"]
     # The job was on the master: the retry checked instead of writing it again.
-    assert calls == [job_id]
+    assert calls == [[job_id]]
     assert r.lrange("rq:queue:member", 0, -1) == [job_id.encode()]
 
 
