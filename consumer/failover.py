@@ -146,9 +146,23 @@ class FailoverMixin:
             except UNAVAILABLE_ERRORS as exc:
                 self.wait_for_master(exc)
 
-    # The Redis entry points of consumer.worker.FastWorker's own loop: claim (with the previous
-    # job's success writes), wait for work, write a success on its own. Retrying them with the
-    # same arguments is what that loop does itself after a connection error.
+    # The Redis entry points of consumer.worker.FastWorker's own loop: the checks between jobs,
+    # running a job, claiming the next (with the previous job's success writes), waiting for
+    # work, writing a success on its own. Retrying them with the same arguments is what that
+    # loop does itself after a connection error; a job cut off mid-way is recovered instead.
+
+    def _loop_checks(self, burst: bool) -> bool:
+        return bool(self._retrying(super()._loop_checks, burst))  # type: ignore[misc]
+
+    def _execute(self, job: Job, queue: Queue, execution: Any) -> Any:
+        try:
+            return super()._execute(job, queue, execution)  # type: ignore[misc]
+        except UNAVAILABLE_ERRORS as exc:
+            if threading.current_thread() is not threading.main_thread():
+                raise
+            self.wait_for_master(exc)
+            self._retrying(self.recover_job, job, queue)
+            return None
 
     def _finish_and_claim(self, pending: Any) -> Any:
         return self._retrying(super()._finish_and_claim, pending)  # type: ignore[misc]
@@ -166,6 +180,13 @@ class FailoverMixin:
     def subscribe(self) -> None:
         """Subscribe to the command channel once a master answers."""
         self._retrying(super().subscribe)  # type: ignore[misc]
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """A state write outside a pipeline waits for a master instead of ending the worker."""
+        if pipeline is not None or self._in_horse:
+            super().set_state(state, pipeline)  # type: ignore[misc]
+            return
+        self._retrying(super().set_state, state)  # type: ignore[misc]
 
     def check_for_suspension(self, burst: bool) -> None:
         """Check ``rq suspend`` once a master answers."""

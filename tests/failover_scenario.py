@@ -32,12 +32,11 @@ from shared.ha import HaCluster
 from shared.settings import Settings
 from shared.stack import producer_argv, worker_argv
 
-WORKER_CLASS = "consumer.failover.FailoverSimpleWorker"
+WORKER_CLASS = "consumer.worker.FastWorker"
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
-#: RQ's line for every job a worker takes: ``Worker w1: member: createMemberJob (<id>)``.
-_DEQUEUED = re.compile(r"createMemberJob \(([0-9a-f]{32})\)")
-_JOB_LINE = re.compile(r"createMemberJob|Job OK|result is kept|Successfully completed")
-
+#: A worker's line for a job it put back after a failover (the job then runs again).
+_PUT_BACK = re.compile(r"job ([0-9a-f-]+) \(\w+\) put back")
+_JOB_LINE = re.compile(r"job active|job completed|createMemberJob|Job OK|result is kept|Successfully")
 
 @dataclass
 class Post:
@@ -261,9 +260,18 @@ def run_failover(
             log.flush()
         logs = {name: (directory / f"{name}.log").read_text(errors="replace") for name in names}
         logs["producer"] = (directory / "producer.log").read_text(errors="replace")
-        taken = {name: Counter(m.group(1) for m in _DEQUEUED.finditer(logs[name])) for name in names}
-        dequeued: Counter[str] = sum(taken.values(), Counter())
-        twice = [j for j in acknowledged if dequeued[j] > 1]
+        # Run twice: put back by a worker after the failover, or finished with two results.
+        put_back = {m.group(1) for name in names for m in _PUT_BACK.finditer(logs[name])}
+        with redis.pipeline(transaction=False) as pipe:
+            for job_id in acknowledged:
+                pipe.xlen(f"rq:results:{job_id}")
+            results = pipe.execute()
+        twice = [j for j, n in zip(acknowledged, results, strict=True) if j in put_back or n > 1]
+        by_worker: Counter[str] = Counter()
+        for job_id in extra_ids:
+            worker_name = redis.hget(Job.key_for(job_id), "worker_name")
+            if worker_name:
+                by_worker[worker_name.decode()] += 1
         sentinel_log = cluster.directory / "sentinel-1" / "sentinel.log"
         failovers = sentinel_log.read_text().count("+switch-master") if sentinel_log.exists() else -1
         return FailoverResult(
@@ -276,7 +284,7 @@ def run_failover(
             stranded=stranded,
             processed_twice=twice,
             workers_alive=alive,
-            workers_after={name: sum(taken[name][j] for j in extra_ids) for name in names},
+            workers_after={name: by_worker[name] for name in names},
             failovers=failovers,
             worker_names=names,
             drain_seconds=drain_seconds,

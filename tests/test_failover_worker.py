@@ -42,7 +42,13 @@ def start_worker(url: str, tmp_path: Path, db_url: str, limit: float) -> tuple[s
 
 
 def wait_registered(client: redis.Redis, proc: subprocess.Popen[bytes]) -> None:
-    assert wait_until(lambda: client.scard("rq:workers") > 0 or proc.poll() is not None, 30)
+    """Wait until the worker is past its start-up and waiting for jobs."""
+
+    def idle() -> bool:
+        keys = client.smembers("rq:workers")
+        return any(client.hget(key, "state") in (b"idle", b"busy") for key in keys) or proc.poll() is not None
+
+    assert wait_until(idle, 30)
     assert proc.poll() is None
 
 
