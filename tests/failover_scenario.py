@@ -1,7 +1,8 @@
 """The failover scenario shared by the failover test and ``bench/failover.py``.
 
 Real processes: a master, two replicas and three Sentinels (``shared.ha``), the producer
-under gunicorn, two workers of :class:`consumer.failover.FailoverSimpleWorker`. A client
+under gunicorn, two workers of the default class (``consumer.worker.FastWorker``, which
+includes :class:`consumer.failover.FailoverMixin`). A client
 POSTs member jobs at a steady rate; the master is SIGKILLed mid-run; every 202 ``jobId`` is
 recorded and checked against the new master and the database afterwards.
 """

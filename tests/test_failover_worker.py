@@ -32,12 +32,14 @@ def own_redis(tmp_path: Path) -> Iterator[RedisProc]:
     server.kill()
 
 
-def start_worker(url: str, tmp_path: Path, db_url: str, limit: float) -> tuple[subprocess.Popen[bytes], Path]:
+def start_worker(
+    url: str, tmp_path: Path, db_url: str, limit: float, worker_class: str = WORKER_CLASS
+) -> tuple[subprocess.Popen[bytes], Path]:
     log = tmp_path / "worker.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_SENTINEL")}
     env.update(REDIS_URL=url, DATABASE_URL=db_url, WORKER_MASTER_TIMEOUT=str(limit))
     with open(log, "wb") as out:
-        proc = spawn(worker_argv(("member",), worker_class=WORKER_CLASS), env=env, stdout=out, stderr=out)
+        proc = spawn(worker_argv(("member",), worker_class=worker_class), env=env, stdout=out, stderr=out)
     return proc, log
 
 
@@ -58,11 +60,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(10)
 
 
+@pytest.mark.parametrize("worker_class", [WORKER_CLASS, "consumer.worker.FastWorker"])
 def test_no_master_for_longer_than_the_limit_exits_non_zero(
-    own_redis: RedisProc, tmp_path: Path, db_url: str
+    own_redis: RedisProc, tmp_path: Path, db_url: str, worker_class: str
 ) -> None:
     client = own_redis.client()
-    proc, log = start_worker(own_redis.url, tmp_path, db_url, limit=1.0)
+    proc, log = start_worker(own_redis.url, tmp_path, db_url, limit=1.0, worker_class=worker_class)
     try:
         wait_registered(client, proc)
         own_redis.kill()
@@ -158,3 +161,15 @@ def test_recover_job_of_a_job_lost_with_the_old_master_is_a_no_op(
     r.flushall()
     worker.recover_job(job, queue)
     assert r.keys("*") == []
+
+
+def test_a_claim_the_worker_never_received_is_put_back(worker: FailoverSimpleWorker, r: redis.Redis) -> None:
+    queue, job = _enqueue(r)
+    # The old master ran the claim (job started, execution registered for this worker) and
+    # replicated it, but its reply never reached the worker.
+    r.lrem(queue.key, 0, job.id)
+    job.set_status(JobStatus.STARTED)
+    r.sadd(worker.executions_key, f"{job.id}:phantom")
+    assert worker.recover_phantom_claims() == [job.id]
+    assert r.lrange(queue.key, 0, -1) == [job.id.encode()]
+    assert r.smembers(worker.executions_key) == set()
