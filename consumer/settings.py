@@ -8,13 +8,32 @@ passwords and TLS options as the producer (:func:`shared.connections.rq_sentinel
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from shared.connections import rq_redis_url, rq_sentinel_config
+from shared.connections import close_redis, get_redis, rq_redis_url, rq_sentinel_config
 from shared.constants import ALL_QUEUES
+from shared.exceptions import EvictionPolicyError
+from shared.memory import check_queue_policy
 from shared.settings import Settings
 
 _settings = Settings.from_env()
+
+
+def _refuse_evicting_policy(settings: Settings) -> None:
+    """Exit (status 78) when the queue's Redis may evict queued jobs, unless ALLOW_EVICTING_POLICY=1."""
+    conn = get_redis(settings)
+    try:
+        check_queue_policy(conn, allow=settings.allow_evicting_policy)
+    except EvictionPolicyError as exc:
+        sys.stderr.write(f"refusing to start the worker: {exc}\n")
+        raise SystemExit(78) from None
+    finally:
+        close_redis(conn)
+
+
+# rq imports this module when a worker starts: the check runs before any job is taken.
+_refuse_evicting_policy(_settings)
 
 QUEUES = list(ALL_QUEUES)
 
