@@ -23,6 +23,9 @@ run: $(VENV)/.run-installed
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+bench: $(VENV)/.test-installed
+	flock /tmp/bench.lock $(BIN)/python -m bench.run $(BENCH_ARGS)
+
 lint: $(VENV)/.test-installed
 	$(BIN)/python -m pip install --quiet ruff mypy
 	$(BIN)/ruff check producer consumer shared tests bench
