@@ -131,7 +131,11 @@ class PrivateRedis:
         ]  # fmt: skip
         self.proc = procs.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = Redis(port=self.port, socket_timeout=1)
-        if not procs.wait_until(lambda: _pings(client), timeout):
+        try:
+            started = procs.wait_until(lambda: _pings(client), timeout)
+        finally:
+            client.close()
+        if not started:
             self.stop()
             raise ArchiveError(f"redis-server did not start; see {self.data_dir / 'redis.log'}")
 
