@@ -60,8 +60,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_access_log(app)
 
     from . import health, jobs, members
+    from .dashboard import init_dashboard
+    from .metrics import init_metrics
+    from .redis_page import bp as redis_page_bp
+    from .redis_page import start_sampler
 
     app.register_blueprint(health.bp)
     app.register_blueprint(members.bp)
     app.register_blueprint(jobs.bp)
+    init_metrics(app)
+    init_dashboard(app)
+    app.register_blueprint(redis_page_bp)
+    if not app.testing:
+        start_sampler(app)
     return app

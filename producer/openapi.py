@@ -36,13 +36,21 @@ ERROR_DESCRIPTIONS = {
 
 
 @dataclass(frozen=True)
+class TextResponse:
+    """A response that is not JSON (``/metrics``): documented as a string of ``media_type``."""
+
+    description: str
+    media_type: str = "text/plain"
+
+
+@dataclass(frozen=True)
 class Operation:
     """What :func:`build_spec` needs to document one view."""
 
     summary: str
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
-    responses: Mapping[int, type[BaseModel] | str | None] = field(default_factory=dict)
+    responses: Mapping[int, type[BaseModel] | TextResponse | str | None] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     public: bool = False
 
@@ -115,14 +123,14 @@ def operation(
     *,
     body: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
-    responses: Mapping[int, type[BaseModel] | str | None] | None = None,
+    responses: Mapping[int, type[BaseModel] | TextResponse | str | None] | None = None,
     tags: tuple[str, ...] = (),
     public: bool = False,
 ) -> Callable[[F], F]:
     """Declare a view's models: validate ``body``/``query`` and pass them as keyword arguments.
 
-    ``responses`` maps status codes to a response model, a description, or ``None``. Error
-    statuses (4xx/5xx) are documented with the common error body.
+    ``responses`` maps status codes to a response model, a :class:`TextResponse`, a description,
+    or ``None``. Error statuses (4xx/5xx) are documented with the common error body.
     """
     op = Operation(summary, body, query, dict(responses or {}), tags, public)
 
@@ -211,6 +219,11 @@ def build_spec(app: Flask, *, auth: bool = False) -> dict[str, Any]:
                         "content": {
                             "application/json": {"schema": _schema_ref(target, components, "serialization")}
                         },
+                    }
+                elif isinstance(target, TextResponse):
+                    responses[str(status)] = {
+                        "description": target.description,
+                        "content": {target.media_type: {"schema": {"type": "string"}}},
                     }
                 else:
                     responses[str(status)] = {"description": target or "OK"}

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
+from redis.exceptions import RedisError
 from rq import Callback, Retry
 from rq.job import Job
 
+from shared import stats
 from shared.settings import Settings
 
 from .state import ArchiveState
@@ -39,6 +42,13 @@ def job_options(settings: Settings, name: str) -> dict[str, Any]:
 def enqueue(state: ArchiveState, queue_name: str, func: str, name: str, *args: Any) -> Job:
     """Write a job to ``queue_name`` and return it once Redis has it."""
     queue = state.queue(queue_name)
+    started = time.perf_counter()
     job = queue.enqueue(func, *args, **job_options(state.settings, name))
+    latency = time.perf_counter() - started
     logger.info("job waiting id=%s name=%s queue=%s", job.id, name, queue_name)
+    try:
+        stats.record_enqueued(state.redis, queue_name, latency)
+    except RedisError as exc:
+        # The job is accepted; a lost metric must not turn that into an error.
+        logger.warning("could not count job %s as enqueued: %s", job.id, exc)
     return job
