@@ -21,9 +21,7 @@ if _settings.sentinels:
         "MASTER_NAME": _settings.sentinel_master,
         "PASSWORD": _settings.redis_password,
         "SOCKET_TIMEOUT": _settings.socket_timeout,
-        "SENTINEL_KWARGS": (
-            {"password": _settings.sentinel_password} if _settings.sentinel_password else {}
-        ),
+        "SENTINEL_KWARGS": ({"password": _settings.sentinel_password} if _settings.sentinel_password else {}),
     }
 else:
     REDIS_URL = _settings.redis_url

@@ -41,7 +41,9 @@ def enqueue_member(body: MemberIn) -> tuple[dict[str, Any], int]:
 
 
 @bp.get("/members/<int:member_id>")
-@operation("A member written by the consumer", responses={200: Member, 404: None, 503: None}, tags=("members",))
+@operation(
+    "A member written by the consumer", responses={200: Member, 404: None, 503: None}, tags=("members",)
+)
 def get_member(member_id: int) -> dict[str, Any]:
     with get_state().engine.connect() as conn:
         row = conn.execute(select(member).where(member.c.member_id == member_id)).first()

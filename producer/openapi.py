@@ -184,7 +184,7 @@ def build_spec(app: Flask, *, auth: bool = False) -> dict[str, Any]:
             continue
         parameters: list[dict[str, Any]] = []
 
-        def to_param(match: re.Match[str]) -> str:
+        def to_param(match: re.Match[str], parameters: list[dict[str, Any]] = parameters) -> str:
             conv = match.group("conv") or "default"
             name = match.group("name")
             schema = dict(_CONVERTER_SCHEMAS.get(conv, {"type": "string", "minLength": 1}))
@@ -196,9 +196,7 @@ def build_spec(app: Flask, *, auth: bool = False) -> dict[str, Any]:
             qschema = op.query.model_json_schema(ref_template="#/components/schemas/{model}")
             required = set(qschema.get("required", []))
             for name, prop in qschema.get("properties", {}).items():
-                parameters.append(
-                    {"name": name, "in": "query", "required": name in required, "schema": prop}
-                )
+                parameters.append({"name": name, "in": "query", "required": name in required, "schema": prop})
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             responses: dict[str, Any] = {}
             statuses = dict(op.responses)
@@ -237,7 +235,9 @@ def build_spec(app: Flask, *, auth: bool = False) -> dict[str, Any]:
             if op.body is not None:
                 entry["requestBody"] = {
                     "required": True,
-                    "content": {"application/json": {"schema": _schema_ref(op.body, components, "validation")}},
+                    "content": {
+                        "application/json": {"schema": _schema_ref(op.body, components, "validation")}
+                    },
                 }
             if auth and op.public:
                 entry["security"] = []

@@ -22,20 +22,29 @@ class Context:
 
     def __init__(self, redis_url: str | None) -> None:
         self.redis_url = redis_url
-        env = dict(os.environ)
-        if redis_url:
-            env["REDIS_URL"] = redis_url
-        try:
-            self.settings = Settings.from_env(env)
-        except ConfigurationError as exc:
-            raise click.ClickException(str(exc)) from None
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """Settings from the environment and ``--redis-url``, read on first use."""
+        if self._settings is None:
+            env = dict(os.environ)
+            if self.redis_url:
+                env["REDIS_URL"] = self.redis_url
+            try:
+                self._settings = Settings.from_env(env)
+            except ConfigurationError as exc:
+                raise click.ClickException(str(exc)) from None
+        return self._settings
 
 
 pass_context = click.make_pass_decorator(Context)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--redis-url", envvar="REDIS_URL", default=None, help="Redis URL (redis://, rediss://, unix://).")
+@click.option(
+    "--redis-url", envvar="REDIS_URL", default=None, help="Redis URL (redis://, rediss://, unix://)."
+)
 @click.option("--log-level", envvar="LOG_LEVEL", default="INFO", show_default=True)
 @click.version_option(package_name="redis-archive")
 @click.pass_context
@@ -89,6 +98,7 @@ def worker(obj: Context, queues: tuple[str, ...], burst: bool, worker_class: str
 @pass_context
 def up(obj: Context, host: str, port: int, workers: int, data_dir: Path) -> None:
     """Run Redis, the producer and workers in the foreground; Ctrl-C stops them all."""
+    _ = obj.settings  # fail early, with a message, on a malformed environment
     stack = Stack(
         redis_url=obj.redis_url,
         host=host,

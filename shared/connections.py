@@ -52,7 +52,7 @@ def sentinel_from_settings(settings: Settings) -> Sentinel:
     sentinel_kwargs: dict[str, Any] = {"socket_timeout": settings.socket_timeout}
     if settings.sentinel_password:
         sentinel_kwargs["password"] = settings.sentinel_password
-    return Sentinel(
+    return Sentinel(  # type: ignore[no-untyped-call]
         list(settings.sentinels),
         sentinel_kwargs=sentinel_kwargs,
         socket_timeout=settings.socket_timeout,
@@ -65,7 +65,7 @@ def get_redis(settings: Settings, **options: Any) -> Redis:
     """The queue's Redis: the Sentinel master when sentinels are set, else ``REDIS_URL``."""
     if settings.sentinels:
         sentinel = sentinel_from_settings(settings)
-        master: Redis = sentinel.master_for(settings.sentinel_master, **options)
+        master: Redis = sentinel.master_for(settings.sentinel_master, **options)  # type: ignore[no-untyped-call]
         return master
     return redis_from_url(settings.redis_url, settings, **options)
 

