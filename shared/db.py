@@ -18,6 +18,7 @@ from sqlalchemy import (
     event,
     func,
 )
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 logger = logging.getLogger(__name__)
 
@@ -66,5 +67,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    """Create the tables that do not exist yet."""
-    metadata.create_all(engine)
+    """Create the tables that do not exist yet, also when other processes do it at the same time."""
+    try:
+        metadata.create_all(engine)
+    except (OperationalError, ProgrammingError, IntegrityError):
+        # Another process (a second gunicorn worker) created a table between our check and our
+        # CREATE; the second pass finds every table.
+        logger.debug("concurrent table creation; checking again")
+        metadata.create_all(engine)

@@ -25,6 +25,7 @@ from producer.queueing import job_options
 from producer.redis_page import eviction_verdict, human_bytes
 from shared import procs, stats
 from shared.constants import CREATE_MEMBER_JOB, LOCK_STATS_KEY, MEMBER_QUEUE, MEMORY_SAMPLES_KEY
+from shared.db import init_db, make_engine
 from shared.procs import free_port
 from shared.settings import Settings
 from shared.stack import Stack, producer_argv, worker_argv
@@ -425,6 +426,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
         API_TOKEN="",
         ALERT_WEBHOOK_URL="",
     )
+    # Create the tables first: two gunicorn workers booting at once would both try to.
+    engine = make_engine(env["DATABASE_URL"])
+    init_db(engine)
+    engine.dispose()
     log = (directory / "gunicorn.log").open("wb")
     producer = procs.spawn(producer_argv("127.0.0.1", port, workers=2), env=env, stdout=log, stderr=log)
     try:
