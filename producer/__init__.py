@@ -14,6 +14,7 @@ from shared.db import init_db, make_engine
 from shared.settings import Settings
 
 from .access_log import register_access_log
+from .auth import register_auth
 from .errors import register_error_handlers
 from .state import EXTENSION, ArchiveState
 
@@ -37,6 +38,8 @@ def _settings_from(config: Mapping[str, Any] | None) -> Settings:
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the producer app: settings, one Redis client, one engine, blueprints."""
     app = Flask(__name__)
+    # An API answers, it does not redirect: "/members//1" is a JSON 404, not an HTML 308.
+    app.url_map.merge_slashes = False
     settings = _settings_from(config)
     app.config.from_mapping(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -58,8 +61,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     register_error_handlers(app)
     register_access_log(app)
+    register_auth(app)
 
-    from . import health, jobs, members
+    from . import cache, health, jobs, members
     from .dashboard import init_dashboard
     from .metrics import init_metrics
     from .redis_page import bp as redis_page_bp
@@ -68,6 +72,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(members.bp)
     app.register_blueprint(jobs.bp)
+    app.register_blueprint(cache.bp)
     init_metrics(app)
     init_dashboard(app)
     app.register_blueprint(redis_page_bp)

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from flask import Flask, Response, g, request
 
 logger = logging.getLogger("producer.access")
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped, so a request cannot forge log lines."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def register_access_log(app: Flask) -> None:
@@ -27,11 +35,11 @@ def register_access_log(app: Flask) -> None:
             logger.log(
                 level,
                 '%s "%s %s" %s %.1fms "%s"',
-                request.headers.get("X-Forwarded-For", request.remote_addr),
-                request.method,
-                request.full_path.rstrip("?"),
+                printable(request.headers.get("X-Forwarded-For", request.remote_addr or "-")),
+                printable(request.method),
+                printable(request.full_path.rstrip("?")),
                 status,
                 duration_ms,
-                request.user_agent.string,
+                printable(request.user_agent.string),
             )
         return response

@@ -6,7 +6,7 @@ import logging
 import re
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -54,7 +54,7 @@ def register_error_handlers(app: Flask) -> None:
             headers["Allow"] = ", ".join(sorted(exc.valid_methods))  # type: ignore[attr-defined]
         message = exc.description or exc.name
         if status == 413:
-            message = f"request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
+            message = f"request body is larger than {request.max_content_length} bytes"
         return error_response(status, _snake(exc.name), message, headers=headers)
 
     def _unavailable(exc: Exception) -> Response:

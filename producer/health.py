@@ -6,10 +6,9 @@ import logging
 from typing import Any
 
 from flask import Blueprint, current_app
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-
-from shared.connections import UNAVAILABLE_ERRORS
 
 from .openapi import build_spec, operation
 from .schemas import Health
@@ -28,7 +27,7 @@ def healthz() -> dict[str, Any]:
 
 @bp.get("/readyz")
 @operation(
-    "Readiness: Redis and the database answer",
+    "Readiness: Redis (the queue's and the cache's) and the database answer",
     responses={200: Health, 503: Health},
     tags=("health",),
     public=True,
@@ -36,11 +35,15 @@ def healthz() -> dict[str, Any]:
 def readyz() -> tuple[dict[str, Any], int]:
     state = get_state()
     checks: dict[str, str] = {}
-    try:
-        state.redis.ping()
-        checks["redis"] = "ok"
-    except UNAVAILABLE_ERRORS as exc:
-        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    clients = {"redis": state.redis}
+    if state.cache_redis is not state.redis:
+        clients["cache_redis"] = state.cache_redis
+    for name, client in clients.items():
+        try:
+            client.ping()
+            checks[name] = "ok"
+        except RedisError as exc:
+            checks[name] = f"unavailable: {type(exc).__name__}"
     try:
         with state.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -52,6 +55,11 @@ def readyz() -> tuple[dict[str, Any], int]:
 
 
 @bp.get("/openapi.json")
+@operation(
+    "This OpenAPI 3.1 document, generated from the models that validate requests",
+    responses={200: "The OpenAPI document"},
+    tags=("meta",),
+)
 def openapi_json() -> dict[str, Any]:
     state = get_state()
     return build_spec(current_app, auth=bool(state.settings.api_token))

@@ -40,7 +40,8 @@ def enqueue_member(body: MemberIn) -> tuple[dict[str, Any], int]:
     return {"jobId": job.id}, 202
 
 
-@bp.get("/members/<int:member_id>")
+# Bounded like the column (32-bit on PostgreSQL and MySQL): a larger id is a 404, not a database error.
+@bp.get("/members/<int(max=2147483647):member_id>")
 @operation(
     "A member written by the consumer", responses={200: Member, 404: None, 503: None}, tags=("members",)
 )

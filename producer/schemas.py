@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, field_validator
 
 
 class Strict(BaseModel):
@@ -35,6 +35,21 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+def _integral(value: Any) -> Any:
+    """JSON has one number type: ``3.0`` is the integer 3 (JSON Schema agrees); ``3.5`` is not."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
+
+
+#: Metadata for an ``int`` field of a JSON body, after its ``Field(...)``: ``3`` or ``3.0`` are
+#: accepted, never ``"3"``, ``true`` or ``3.5``.
+INTEGRAL = BeforeValidator(_integral)
+
+#: Text that is not blank and holds no control characters, as a JSON Schema pattern.
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s][^\x00-\x1f\x7f]*$"
+
+
 def no_control_chars(value: str) -> str:
     """Refuse text that is blank or holds control characters."""
     if not value.strip():
@@ -47,8 +62,10 @@ def no_control_chars(value: str) -> str:
 class MemberIn(Strict):
     """A member to create."""
 
-    name: Annotated[str, Field(min_length=1, max_length=100)]
-    age: Annotated[int, Field(ge=0, le=150)]
+    name: Annotated[
+        str, Field(min_length=1, max_length=100, json_schema_extra={"pattern": PRINTABLE_PATTERN})
+    ]
+    age: Annotated[int, Field(ge=0, le=150), INTEGRAL]
     email: EmailStr | None = None
 
     _check_name = field_validator("name")(no_control_chars)

@@ -52,6 +52,8 @@ def close_app(app: Flask) -> None:
     """Release the app's pooled database and Redis connections."""
     state = app.extensions["redis_archive"]
     state.engine.dispose()
+    if state.cache_redis is not state.redis:
+        state.cache_redis.close()
     state.redis.close()
 
 

@@ -50,3 +50,16 @@ def test_5xx_at_error_and_json_without_traceback(app: Flask, caplog: pytest.LogC
     assert "kaput" not in response.get_data(as_text=True)
     (record,) = access_records(caplog)
     assert record.levelno == logging.ERROR
+
+
+def test_control_characters_cannot_forge_log_lines(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="producer.access"):
+        client.get(
+            "/api/v1/redis/a%0A127.0.0.1%20%22GET%20/%22%20200%0D%00", headers={"User-Agent": "x\x1by"}
+        )
+    (record,) = access_records(caplog)
+    message = record.getMessage()
+    assert "\n" not in message and "\r" not in message and "\x00" not in message and "\x1b" not in message
+    assert "a\\x0a127.0.0.1" in message and "\\x0d\\x00" in message and "x\\x1by" in message
