@@ -24,6 +24,7 @@ from werkzeug.datastructures import Authorization
 from shared.connections import describe
 from shared.settings import Settings
 
+from .auth import token_matches
 from .errors import error_response
 from .exceptions import ApiError, NotFound
 from .state import get_state
@@ -48,13 +49,11 @@ def _same(given: str | None, expected: str | None) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def credentials_ok(auth: Authorization | None, settings: Settings) -> bool:
+def credentials_ok(header: str | None, auth: Authorization | None, settings: Settings) -> bool:
     """Basic auth as ``DASHBOARD_USER``/``DASHBOARD_PASSWORD``, or the API token (bearer, basic password)."""
-    if auth is None:
-        return False
-    if auth.type == "bearer":
-        return _same(auth.token, settings.api_token)
-    if auth.type != "basic":
+    if settings.api_token and token_matches(header, settings.api_token):
+        return True
+    if auth is None or auth.type != "basic":
         return False
     if _same(auth.password, settings.api_token):
         return True
@@ -70,7 +69,7 @@ def check_access() -> Response | None:
             "dashboard_closed",
             "the dashboard is closed: set DASHBOARD_PASSWORD (or API_TOKEN) to open it",
         )
-    if not credentials_ok(request.authorization, settings):
+    if not credentials_ok(request.headers.get("Authorization"), request.authorization, settings):
         return error_response(
             401, "unauthorized", "the dashboard needs credentials", headers={"WWW-Authenticate": REALM}
         )

@@ -555,3 +555,17 @@ def test_browser_logs_in_and_reads_queues_and_memory(live: LiveStack, browser: A
     browser.save_screenshot(str(tmp_path / "redis.png"))
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
     assert (tmp_path / "redis.png").stat().st_size > 10_000
+
+
+def test_non_ascii_secrets(settings: Settings) -> None:
+    token, password = "tökén-ü", "pässwörd"
+    app = make_app(settings, dashboard_password=password, api_token=token)
+    try:
+        client = app.test_client()
+        # Headers travel as bytes; WSGI hands them over as latin-1 text.
+        as_sent = {"Authorization": "Bearer " + token.encode().decode("latin-1")}
+        assert client.get("/dashboard/redis", headers=as_sent).status_code == 200
+        assert client.get("/dashboard/redis", headers=basic("admin", password)).status_code == 200
+        assert client.get("/dashboard/redis", headers=basic("admin", "passwort")).status_code == 401
+    finally:
+        close_app(app)
