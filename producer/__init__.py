@@ -63,7 +63,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_access_log(app)
     register_auth(app)
 
-    from . import cache, health, jobs, members
+    from . import cache, goods, health, jobs, members
     from .dashboard import init_dashboard
     from .metrics import init_metrics
     from .redis_page import bp as redis_page_bp
@@ -73,6 +73,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(members.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(cache.bp)
+    app.register_blueprint(goods.bp)
     init_metrics(app)
     init_dashboard(app)
     app.register_blueprint(redis_page_bp)

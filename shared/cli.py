@@ -11,6 +11,7 @@ import click
 
 from .constants import ALL_QUEUES
 from .exceptions import ArchiveError, ConfigurationError
+from .lock_cli import lock
 from .settings import Settings
 from .stack import Stack, producer_argv, worker_argv
 
@@ -112,6 +113,9 @@ def up(obj: Context, host: str, port: int, workers: int, data_dir: Path) -> None
     except ArchiveError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+main.add_command(lock)
 
 
 if __name__ == "__main__":

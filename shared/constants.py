@@ -27,8 +27,6 @@ FINISHED_PER_MINUTE_PREFIX = STATS_PREFIX + "finished:"
 #: Samples of ``INFO memory`` (sorted set scored by time) and the sampler's turn marker.
 MEMORY_SAMPLES_KEY = STATS_PREFIX + "memory"
 MEMORY_SAMPLER_KEY = STATS_PREFIX + "memory:sampler"
-#: Lock statistics (hash): acquired, contended, failed, released, extended, lost.
-LOCK_STATS_KEY = STATS_PREFIX + "lock"
 #: Worker heartbeats for abandoned-job recovery.
 HEARTBEAT_PREFIX = PREFIX + "heartbeat:"
 
@@ -58,3 +56,13 @@ DEFAULT_MEMORY_SAMPLE_SECONDS = 10.0
 #: How long memory samples and per-minute throughput are kept, and at most how many samples.
 STATS_WINDOW_SECONDS = 3600
 MEMORY_SAMPLES_MAX = 720
+
+# Distributed lock: waiter flags and release notifications, and the lock's statistics hash
+# (fields acquired, contended, failed, released, extended, lost) in the queue's Redis.
+LOCK_WAIT_PREFIX = PREFIX + "lockwait:"
+LOCK_NOTIFY_PREFIX = PREFIX + "locknotify:"
+LOCK_STATS_KEY = STATS_PREFIX + "lock"
+LOCK_STATS_FIELDS = ("acquired", "contended", "failed", "released", "extended", "lost")
+GOODS_LOCK_PREFIX = "goods:"
+DECREMENT_STOCK_JOB = "consumer.stock.decrement_stock"
+DECREMENT_STOCK_JOB_NAME = "decrementStockJob"

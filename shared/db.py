@@ -46,6 +46,19 @@ goods = Table(
     Column("fence_token", BigInteger, nullable=False, default=0),
 )
 
+goods_stock_change = Table(
+    "goods_stock_change",
+    metadata,
+    Column("change_id", Integer, primary_key=True, autoincrement=True),
+    # The queued job's id: a retried or re-run decrement finds its change instead of applying twice.
+    Column("request_id", String(64), nullable=False, unique=True),
+    Column("goods_id", Integer, nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("stock_after", Integer, nullable=False),
+    Column("fence_token", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url`` with settings fit for many processes writing at once."""

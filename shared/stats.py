@@ -33,6 +33,7 @@ from .constants import (
     JOB_DURATION_KEY,
     JOB_STATS_KEY,
     JOB_WAIT_KEY,
+    LOCK_STATS_FIELDS,
     LOCK_STATS_KEY,
     MEMORY_SAMPLER_KEY,
     MEMORY_SAMPLES_KEY,
@@ -43,7 +44,7 @@ from .constants import (
 logger = logging.getLogger(__name__)
 
 JOB_EVENTS = ("enqueued", "finished", "failed", "retried")
-LOCK_EVENTS = ("acquired", "contended", "failed", "released", "extended", "lost")
+LOCK_EVENTS = LOCK_STATS_FIELDS
 REGISTRIES = ("queued", "started", "deferred", "scheduled", "finished", "failed", "canceled")
 
 #: Upper bounds (seconds) of the histogram buckets; a last ``+Inf`` bucket is implied.

@@ -55,6 +55,9 @@ def close_app(app: Flask) -> None:
     if state.cache_redis is not state.redis:
         state.cache_redis.close()
     state.redis.close()
+    redlock = state.extra.get("redlock")
+    if redlock is not None:
+        redlock.close()
 
 
 @pytest.fixture
