@@ -23,6 +23,9 @@ run: $(VENV)/.run-installed
 test: $(VENV)/.test-installed browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+bench: $(VENV)/.test-installed
+	flock /tmp/bench.lock $(BIN)/python -m bench.run $(BENCH_ARGS)
+
 # The dashboard's browser test drives Debian's headless Chromium; install it when missing (as root).
 browser:
 	@if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/chromium ]; then \

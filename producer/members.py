@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, request
 from sqlalchemy import select
 
 from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE
@@ -12,11 +12,29 @@ from shared.db import member
 
 from .exceptions import NotFound
 from .openapi import operation
-from .queueing import enqueue
-from .schemas import JobAccepted, Member, MemberIn, MemberList, MemberQuery
+from .queueing import enqueue, enqueue_many
+from .schemas import (
+    BULK_MAX_MEMBERS,
+    JobAccepted,
+    JobsAccepted,
+    Member,
+    MemberBulkIn,
+    MemberIn,
+    MemberList,
+    MemberQuery,
+)
 from .state import get_state
 
 bp = Blueprint("members", __name__)
+
+#: Body limit of the bulk endpoint: room for its most members at their longest.
+BULK_MAX_BODY_BYTES = BULK_MAX_MEMBERS * 512
+
+
+@bp.before_request
+def _bulk_body_limit() -> None:
+    if request.endpoint == "members.enqueue_members_bulk":
+        request.max_content_length = max(get_state().settings.max_body_bytes, BULK_MAX_BODY_BYTES)
 
 
 def _member_json(row: Any) -> dict[str, Any]:
@@ -38,6 +56,19 @@ def enqueue_member(body: MemberIn) -> tuple[dict[str, Any], int]:
         get_state(), MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, body.model_dump(mode="json")
     )
     return {"jobId": job.id}, 202
+
+
+@bp.post("/queue/members/bulk")
+@operation(
+    f"Enqueue createMemberJob for up to {BULK_MAX_MEMBERS} members at once, all or none",
+    body=MemberBulkIn,
+    responses={202: JobsAccepted, 503: None},
+    tags=("members",),
+)
+def enqueue_members_bulk(body: MemberBulkIn) -> tuple[dict[str, Any], int]:
+    payloads = [(member_in.model_dump(mode="json"),) for member_in in body.members]
+    job_ids = enqueue_many(get_state(), MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, payloads)
+    return {"jobIds": job_ids}, 202
 
 
 # Bounded like the column (32-bit on PostgreSQL and MySQL): a larger id is a 404, not a database error.

@@ -1,14 +1,29 @@
-"""Enqueueing jobs by dotted path, with the retry policy and life-cycle callbacks."""
+"""Enqueueing jobs by dotted path, with the retry policy and life-cycle callbacks.
+
+:func:`enqueue` and :func:`enqueue_many` are the producer's only write path. They write
+exactly the job hash RQ's ``Queue.enqueue`` writes (same fields, same encoding), but build it
+from a per-(queue, function, name) template instead of a full ``Job`` per call, and write the
+hashes and the queue push with one script call: atomic, one round trip (RQ needs two per job).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+import zlib
+from collections.abc import Sequence
 from typing import Any
+from uuid import uuid4
 
-from redis.exceptions import RedisError
+from redis import Redis
+from redis.exceptions import NoScriptError, RedisError
 from rq import Callback, Retry
-from rq.job import Job
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.serializers import JSONSerializer
+from rq.utils import now, utcformat
 
 from shared import stats
 from shared.settings import Settings
@@ -39,16 +54,131 @@ def job_options(settings: Settings, name: str) -> dict[str, Any]:
     return options
 
 
+#: KEYS: the queue, the set of queues. ARGV: stamp, n, n (id, data) pairs, the template's
+#: field/value pairs. Writes n job hashes (template + data + timestamps) and pushes their ids.
+WRITE_JOBS = """
+local stamp, n = ARGV[1], tonumber(ARGV[2])
+local fields = {}
+for i = 3 + 2 * n, #ARGV do fields[#fields + 1] = ARGV[i] end
+for _, f in ipairs({'created_at', stamp, 'enqueued_at', stamp, 'data'}) do fields[#fields + 1] = f end
+local ids = {}
+for j = 0, n - 1 do
+  local id = ARGV[3 + 2 * j]
+  fields[#fields + 1] = ARGV[4 + 2 * j]
+  redis.call('HSET', 'rq:job:' .. id, unpack(fields))
+  fields[#fields] = nil
+  ids[#ids + 1] = id
+end
+redis.call('SADD', KEYS[2], KEYS[1])
+for i = 1, #ids, 1000 do redis.call('RPUSH', KEYS[1], unpack(ids, i, math.min(i + 999, #ids))) end
+return n
+"""
+_WRITE_JOBS_SHA = hashlib.sha1(WRITE_JOBS.encode()).hexdigest()
+
+
+class JobTemplate:
+    """The fields RQ would write for every job of one (queue, function, name), computed once."""
+
+    def __init__(self, connection: Redis, settings: Settings, queue_name: str, func: str, name: str) -> None:
+        queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
+        options = job_options(settings, name)
+        retry: Retry | None = options.pop("retry", None)
+        job = queue.create_job(
+            func,
+            timeout=options.pop("job_timeout"),
+            retry=retry,
+            status=JobStatus.QUEUED,
+            **options,
+        )
+        job.origin = queue_name
+        job.enqueued_at = now()
+        job._status = JobStatus.QUEUED
+        mapping = job.to_dict()
+        for volatile in ("data", "created_at", "enqueued_at"):
+            mapping.pop(volatile)
+        # Encoded as redis-py would encode them for HSET.
+        encode = connection.get_encoder().encode
+        self.static: list[bytes] = []
+        for field, value in mapping.items():
+            self.static += [encode(field), encode(value)]
+        self.func = func
+        self.queue_key = queue.key
+        self.queues_key = queue.redis_queues_keys
+
+    def data(self, args: Sequence[Any]) -> bytes:
+        """The job's ``data`` field for ``func(*args)``, as RQ's JSON serializer writes it."""
+        return zlib.compress(json.dumps([self.func, None, list(args), {}]).encode())
+
+
+def _template(state: ArchiveState, queue_name: str, func: str, name: str) -> JobTemplate:
+    templates: dict[tuple[str, str, str], JobTemplate] = state.extra.setdefault("job_templates", {})
+    template = templates.get((queue_name, func, name))
+    if template is None:
+        template = templates[queue_name, func, name] = JobTemplate(
+            state.redis, state.settings, queue_name, func, name
+        )
+    return template
+
+
+def write_jobs(
+    state: ArchiveState, queue_name: str, func: str, name: str, arg_lists: Sequence[Sequence[Any]]
+) -> list[str]:
+    """Write one job per argument list, atomically, in one round trip; returns their ids.
+
+    Counts them for ``/metrics`` (``archive:stats:jobs``) with the write's latency.
+    """
+    started = time.perf_counter()
+    ids = _write_jobs(state, queue_name, func, name, arg_lists)
+    try:
+        stats.record_enqueued(state.redis, queue_name, time.perf_counter() - started, count=len(ids))
+    except RedisError as exc:
+        # The jobs are accepted; a lost metric must not turn that into an error.
+        logger.warning("could not count %s jobs as enqueued on %s: %s", len(ids), queue_name, exc)
+    return ids
+
+
+def _write_jobs(
+    state: ArchiveState, queue_name: str, func: str, name: str, arg_lists: Sequence[Sequence[Any]]
+) -> list[str]:
+    template = _template(state, queue_name, func, name)
+    ids = [str(uuid4()) for _ in arg_lists]
+    args: list[Any] = [
+        _WRITE_JOBS_SHA,
+        2,
+        template.queue_key,
+        template.queues_key,
+        utcformat(now()),
+        len(ids),
+    ]
+    for job_id, job_args in zip(ids, arg_lists, strict=True):
+        args += [job_id, template.data(job_args)]
+    args += template.static
+    try:
+        state.redis.execute_command("EVALSHA", *args)
+    except NoScriptError:
+        # First use on this server (or after a restart or failover): load, then run it.
+        state.redis.script_load(WRITE_JOBS)
+        state.redis.execute_command("EVALSHA", *args)
+    return ids
+
+
 def enqueue(state: ArchiveState, queue_name: str, func: str, name: str, *args: Any) -> Job:
     """Write a job to ``queue_name`` and return it once Redis has it."""
-    queue = state.queue(queue_name)
-    started = time.perf_counter()
-    job = queue.enqueue(func, *args, **job_options(state.settings, name))
-    latency = time.perf_counter() - started
-    logger.info("job waiting id=%s name=%s queue=%s", job.id, name, queue_name)
-    try:
-        stats.record_enqueued(state.redis, queue_name, latency)
-    except RedisError as exc:
-        # The job is accepted; a lost metric must not turn that into an error.
-        logger.warning("could not count job %s as enqueued: %s", job.id, exc)
+    [job_id] = write_jobs(state, queue_name, func, name, [args])
+    logger.info("job waiting id=%s name=%s queue=%s", job_id, name, queue_name)
+    # A handle on the written job (its id and queue); ``refresh()`` reads the rest. Built
+    # without a serializer first: resolving one costs a Protocol isinstance check per job.
+    job = Job(job_id, connection=state.redis)
+    job.serializer = JSONSerializer
+    job.origin = queue_name
     return job
+
+
+def enqueue_many(
+    state: ArchiveState, queue_name: str, func: str, name: str, arg_lists: Sequence[Sequence[Any]]
+) -> list[str]:
+    """Write many jobs of one kind at once (all or none); returns their ids in order."""
+    ids = write_jobs(state, queue_name, func, name, arg_lists)
+    for job_id in ids:
+        logger.info("job waiting id=%s name=%s queue=%s", job_id, name, queue_name)
+    return ids

@@ -71,6 +71,22 @@ class MemberIn(Strict):
     _check_name = field_validator("name")(no_control_chars)
 
 
+#: Most members one ``POST /queue/members/bulk`` accepts.
+BULK_MAX_MEMBERS = 1000
+
+
+class MemberBulkIn(Strict):
+    """Members to create, all or none: one invalid member refuses the whole request."""
+
+    members: Annotated[list[MemberIn], Field(min_length=1, max_length=BULK_MAX_MEMBERS)]
+
+
+class JobsAccepted(BaseModel):
+    """The jobs were written to Redis, in the order of the request's members."""
+
+    jobIds: list[str]
+
+
 class JobAccepted(BaseModel):
     """The job was written to Redis and will run."""
 

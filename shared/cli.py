@@ -13,7 +13,7 @@ from .constants import ALL_QUEUES
 from .exceptions import ArchiveError, ConfigurationError
 from .lock_cli import lock
 from .settings import Settings
-from .stack import Stack, producer_argv, worker_argv
+from .stack import Stack, monitor_argv, producer_argv, worker_argv
 
 logger = logging.getLogger(__name__)
 
@@ -67,22 +67,36 @@ def _exec(argv: list[str], env: dict[str, str]) -> None:
 @click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True)
 @click.option("--port", envvar="PORT", default=1111, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", "-w", "http_workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 256), help="Threads each.")
 @pass_context
-def serve(obj: Context, host: str, port: int, http_workers: int) -> None:
-    """Serve the producer API with gunicorn."""
+def serve(obj: Context, host: str, port: int, http_workers: int, threads: int) -> None:
+    """Serve the producer API with gunicorn (threaded workers, keep-alive connections)."""
     env = dict(os.environ, REDIS_URL=obj.settings.redis_url)
-    _exec(producer_argv(host, port, http_workers), env)
+    _exec(producer_argv(host, port, http_workers, threads), env)
 
 
 @main.command()
 @click.argument("queues", nargs=-1)
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
-@click.option("--worker-class", "-w", default=None, help="Dotted path of the RQ worker class.")
+@click.option(
+    "--worker-class",
+    "-w",
+    default=None,
+    help="Dotted path of the RQ worker class (default consumer.worker.FastWorker).",
+)
 @pass_context
 def worker(obj: Context, queues: tuple[str, ...], burst: bool, worker_class: str | None) -> None:
     """Run a worker on QUEUES (default: every queue); the same as plain ``rq worker``."""
     env = dict(os.environ, REDIS_URL=obj.settings.redis_url)
     _exec(worker_argv(queues or ALL_QUEUES, worker_class=worker_class, burst=burst), env)
+
+
+@main.command()
+@pass_context
+def monitor(obj: Context) -> None:
+    """Re-queue the jobs of workers whose heartbeat stopped (abandoned-job recovery)."""
+    env = dict(os.environ, REDIS_URL=obj.settings.redis_url)
+    _exec(monitor_argv(), env)
 
 
 @main.command()

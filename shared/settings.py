@@ -95,6 +95,8 @@ class Settings:
     memory_sample_seconds: float = constants.DEFAULT_MEMORY_SAMPLE_SECONDS
     allow_evicting_policy: bool = False
     heartbeat_timeout: float = 15.0
+    #: Jobs a fast worker runs at once (threads); 1 runs them in the worker's main thread.
+    worker_concurrency: int = 1
     workers: int = 2
     log_level: str = "INFO"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -151,6 +153,7 @@ class Settings:
             "RESULT_TTL": ("result_ttl", -1),
             "FAILURE_TTL": ("failure_ttl", -1),
             "WORKERS": ("workers", 0),
+            "WORKER_CONCURRENCY": ("worker_concurrency", 1),
         }
         for var, (attr, minimum) in ints.items():
             value = get(var)

@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 Say = Callable[[str], None]
 
 
+#: The worker class of ``redis-archive worker`` and ``up`` (a dotted path: shared never imports consumer).
+DEFAULT_WORKER_CLASS = "consumer.worker.FastWorker"
+
+
 def worker_argv(
     queues: Sequence[str] = ALL_QUEUES,
     *,
@@ -39,10 +43,13 @@ def worker_argv(
     burst: bool = False,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """The plain ``rq worker`` command line that runs this project's jobs."""
+    """The plain ``rq worker`` command line that runs this project's jobs.
+
+    It runs RQ's scheduler too (one worker at a time holds its lock), so retry intervals and
+    ``enqueue_at`` jobs come due without a separate process.
+    """
     argv = [sys.executable, "-m", "rq.cli", "worker", "-c", "consumer.settings", "-S", "json"]
-    if worker_class:
-        argv += ["-w", worker_class]
+    argv += ["-w", worker_class or DEFAULT_WORKER_CLASS, "--with-scheduler"]
     if burst:
         argv.append("--burst")
     argv += list(extra)
@@ -50,8 +57,13 @@ def worker_argv(
     return argv
 
 
-def producer_argv(host: str, port: int, workers: int = 2) -> list[str]:
-    """Gunicorn serving ``producer:create_app()``."""
+def monitor_argv() -> list[str]:
+    """The abandoned-job recovery monitor (``consumer.recovery``)."""
+    return [sys.executable, "-m", "consumer.recovery"]
+
+
+def producer_argv(host: str, port: int, workers: int = 2, threads: int = 4) -> list[str]:
+    """Gunicorn serving ``producer:create_app()``: threaded workers that keep connections alive."""
     return [
         sys.executable,
         "-m",
@@ -60,6 +72,14 @@ def producer_argv(host: str, port: int, workers: int = 2) -> list[str]:
         f"{host}:{port}",
         "--workers",
         str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--keep-alive",
+        "30",
+        "--backlog",
+        "2048",
         "--graceful-timeout",
         "10",
         "--access-logfile",
@@ -191,6 +211,7 @@ class Stack:
         self.children = [Child("producer", producer_argv(self.host, self.port))]
         for i in range(self.workers):
             self.children.append(Child(f"worker-{i + 1}", worker_argv(worker_class=self.worker_class)))
+        self.children.append(Child("monitor", monitor_argv()))
         self.children.extend(self.extra_children)
         for child in self.children:
             self._spawn(child)

@@ -78,10 +78,10 @@ def _seconds_between(start: datetime | None, end: datetime | None) -> float | No
     return (end - start).total_seconds()
 
 
-def record_enqueued(conn: Redis, queue: str, latency: float) -> None:
-    """Count one job enqueued on ``queue`` that took ``latency`` seconds to write."""
+def record_enqueued(conn: Redis, queue: str, latency: float, count: int = 1) -> None:
+    """Count ``count`` jobs enqueued on ``queue`` by one write that took ``latency`` seconds."""
     with conn.pipeline(transaction=False) as pipe:
-        pipe.hincrby(JOB_STATS_KEY, f"{queue}:enqueued", 1)
+        pipe.hincrby(JOB_STATS_KEY, f"{queue}:enqueued", count)
         _observe(pipe, ENQUEUE_LATENCY_KEY, queue, latency)
         pipe.execute()
 

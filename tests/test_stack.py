@@ -123,7 +123,8 @@ def test_up_runs_everything_and_stops_every_child(tmp_path: Path, cleanup: list[
 
     pids = up.child_pids()
     redis_port = up.redis_port()
-    assert len(pids) == 2
+    assert len(pids) == 3  # two workers and the recovery monitor
+    assert "monitor" in up.output
     assert up.stop(signal.SIGTERM) == 0
     assert "stopped" in up.output
     assert wait_until(lambda: all(gone(pid) for pid in pids), 10)

@@ -1,0 +1,82 @@
+"""Shared helpers of the benchmarks: a private redis-server, timing, and the result table."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from redis import Redis
+
+from shared import procs
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """A throw-away ``redis-server`` on a free loopback port; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not on PATH")
+    with tempfile.TemporaryDirectory() as tmp:
+        port = procs.free_port()
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", tmp, "--logfile", f"{tmp}/redis.log"]  # fmt: skip
+        proc = procs.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = Redis(port=port)
+        try:
+            if not procs.wait_until(lambda: bool(client.ping()), 10):
+                raise SystemExit("redis-server did not start")
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            client.close()
+            procs.stop(proc)
+
+
+def machine() -> str:
+    """A one-line description of this machine and its Redis."""
+    version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+    redis_version = next((part[2:] for part in version if part.startswith("v=")), "?")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cores = len(__import__("os").sched_getaffinity(0))
+    return f"{cores} cores ({cpu}), Python {platform.python_version()}, Redis {redis_version} on loopback"
+
+
+def today() -> str:
+    """Today's date (UTC), for the README's figures."""
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def rate(count: int, seconds: float) -> float:
+    """Items per second."""
+    return count / seconds if seconds > 0 else float("inf")
+
+
+class Stopwatch:
+    """``with Stopwatch() as sw: ...`` then ``sw.seconds``."""
+
+    def __enter__(self) -> Stopwatch:
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def row(what: str, ours: str, baseline: str, ratio: float | None = None, note: str = "") -> str:
+    """One markdown table row: what, ours, baseline, ratio."""
+    shown = f"{ratio:.1f}x" if ratio is not None else ""
+    return f"| {what} | {ours} | {baseline} | {shown} | {note} |"
+
+
+HEADER = "| what | redis-archive | baseline | ratio | note |\n|---|---|---|---|---|"

@@ -1,0 +1,123 @@
+"""Enqueue throughput in process: the producer's write path against RQ's ``Queue.enqueue``.
+
+Both write the same member job (same callbacks, retry, TTLs, meta) to the same Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+from sqlalchemy import create_engine
+
+from bench import bull
+from bench.common import HEADER, Stopwatch, private_redis, row
+from producer.queueing import enqueue, enqueue_many, job_options
+from producer.state import ArchiveState
+from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE
+from shared.settings import Settings
+
+
+def payload(i: int) -> dict[str, object]:
+    """A member payload."""
+    return {"name": f"member {i}", "age": i % 150, "email": None}
+
+
+def measure(redis_url: str, scale: float = 1.0) -> list[str]:
+    """The enqueue rows of the benchmark table."""
+    n = int(5000 * scale)
+    bulk_n = int(50000 * scale)
+    conn = Redis.from_url(redis_url)
+    settings = Settings(redis_url=redis_url)
+    engine = create_engine("sqlite://")
+    state = ArchiveState(settings=settings, redis=conn, cache_redis=conn, engine=engine)
+    queue = Queue(MEMBER_QUEUE, connection=conn, serializer=JSONSerializer)
+    options = job_options(settings, CREATE_MEMBER_JOB_NAME)
+
+    def best(fn: object, repeat: int = 3) -> float:
+        times = []
+        for _ in range(repeat):
+            conn.flushall()
+            with Stopwatch() as sw:
+                fn()  # type: ignore[operator]
+            times.append(sw.seconds)
+        return min(times)
+
+    def stock_one() -> None:
+        for i in range(n):
+            queue.enqueue(CREATE_MEMBER_JOB, payload(i), **options)
+
+    def ours_one() -> None:
+        for i in range(n):
+            enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, payload(i))
+
+    def stock_bulk() -> None:
+        for start in range(0, bulk_n, 1000):
+            queue.enqueue_many(
+                [
+                    Queue.prepare_data(CREATE_MEMBER_JOB, (payload(i),), **_prepare_options(options))
+                    for i in range(start, min(bulk_n, start + 1000))
+                ]
+            )
+
+    def ours_bulk() -> None:
+        for start in range(0, bulk_n, 1000):
+            batch = [(payload(i),) for i in range(start, min(bulk_n, start + 1000))]
+            enqueue_many(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, batch)
+
+    import logging
+
+    logging.getLogger("producer").setLevel(logging.WARNING)
+    stock_rate = n / best(stock_one)
+    ours_rate = n / best(ours_one)
+    stock_bulk_rate = bulk_n / best(stock_bulk)
+    ours_bulk_rate = bulk_n / best(ours_bulk)
+    rows = [
+        row(
+            "enqueue one by one, in process",
+            f"{ours_rate:,.0f}/s",
+            f"{stock_rate:,.0f}/s Queue.enqueue",
+            ours_rate / stock_rate,
+        ),
+        row(
+            "bulk enqueue (batches of 1,000)",
+            f"{ours_bulk_rate:,.0f}/s",
+            f"{stock_bulk_rate:,.0f}/s enqueue_many",
+            ours_bulk_rate / stock_bulk_rate,
+        ),
+    ]
+    with bull.bull() as modules:
+        if modules is not None:
+            conn.flushall()
+            add = max(bull.run(modules, "add", redis_url, n) for _ in range(3))
+            conn.flushall()
+            add_bulk = max(bull.run(modules, "addBulk", redis_url, bulk_n) for _ in range(3))
+            rows.append(row("", "", f"{add:,.0f}/s Bull v4 add", ours_rate / add))
+            rows.append(row("", "", f"{add_bulk:,.0f}/s Bull v4 addBulk", ours_bulk_rate / add_bulk))
+    engine.dispose()
+    conn.close()
+    return rows
+
+
+def _prepare_options(options: dict[str, object]) -> dict[str, object]:
+    """``job_options`` spelled for ``Queue.prepare_data`` (``timeout`` instead of ``job_timeout``)."""
+    prepared = dict(options)
+    prepared["timeout"] = prepared.pop("job_timeout")
+    return prepared
+
+
+def main() -> None:
+    """Print the enqueue rows."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply job counts")
+    args = parser.parse_args()
+    with private_redis() as url:
+        print(HEADER)
+        for line in measure(url, args.scale):
+            print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""HTTP enqueue: ``POST /queue/members`` under wrk, the producer against stock Flask+RQ.
+
+Ours: ``redis-archive serve``'s gunicorn set-up (threaded workers, keep-alive). Baseline:
+``bench.baseline_app`` (plain Flask view, ``Queue.enqueue``) under gunicorn with two sync
+workers. Both enqueue the same job into the same private Redis; wrk runs 16 connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from redis import Redis
+
+from bench.common import HEADER, private_redis, row
+from shared import procs
+from shared.stack import producer_argv
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = Path(__file__).resolve().parent / "post.lua"
+
+
+def _wrk(url: str, seconds: int, connections: int = 16) -> tuple[float, float]:
+    """(requests per second, p99 latency in ms) of a wrk run."""
+    result = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    out = result.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"{url}: {non2xx.group(1)} error responses\n{out}")
+    return rps, p99
+
+
+def _serve(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = procs.spawn(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT))
+    if not procs.wait_until(lambda: procs.port_open("127.0.0.1", port), 30):
+        procs.stop(proc)
+        raise RuntimeError(f"{argv} did not start")
+    return proc
+
+
+def measure(redis_url: str, seconds: int = 10) -> list[str]:
+    """The HTTP rows of the benchmark table."""
+    if shutil.which("wrk") is None:
+        return [row("HTTP POST /queue/members", "(wrk missing: apt-get install wrk)", "")]
+    conn = Redis.from_url(redis_url)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(
+            os.environ, REDIS_URL=redis_url, DATABASE_URL=f"sqlite:///{tmp}/bench.db", LOG_LEVEL="WARNING"
+        )
+        env["PYTHONPATH"] = str(ROOT)
+        port = procs.free_port()
+        baseline_argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+        baseline_argv += ["--access-logfile", "/dev/null", "bench.baseline_app:create_app()"]
+        for name, argv in (("baseline", baseline_argv), ("ours", producer_argv("127.0.0.1", port))):
+            conn.flushall()
+            proc = _serve(argv, env, port)
+            try:
+                _wrk(f"http://127.0.0.1:{port}/queue/members", 2)  # warm-up
+                results[name] = _wrk(f"http://127.0.0.1:{port}/queue/members", seconds)
+            finally:
+                procs.stop(proc)
+    conn.close()
+    (ours, ours_p99), (base, base_p99) = results["ours"], results["baseline"]
+    return [
+        row(
+            "HTTP POST /queue/members (wrk, 16 connections)",
+            f"{ours:,.0f} req/s, p99 {ours_p99:.1f} ms",
+            f"{base:,.0f} req/s, p99 {base_p99:.1f} ms stock Flask+RQ, gunicorn 2 sync workers",
+            ours / base,
+        )
+    ]
+
+
+def main() -> None:
+    """Print the HTTP row."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    with private_redis() as url:
+        print(HEADER)
+        for line in measure(url, args.seconds):
+            print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Processing throughput: trivial jobs through ``rq worker`` processes, ours against stock RQ.
+
+Each worker runs as ``rq worker -c consumer.settings -S json -w CLASS --burst`` (default INFO
+logging, to /dev/null) on a queue filled beforehand; the rate is the number of jobs over the
+span from the first job's start to the last job's end, as the job hashes record them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from bench import bull
+from bench.common import HEADER, private_redis, row
+
+ROOT = Path(__file__).resolve().parent.parent
+QUEUE = "bench"
+STOCK_SIMPLE = "rq.worker.SimpleWorker"
+STOCK_FORK = "rq.worker.Worker"
+OURS = "consumer.worker.FastWorker"
+
+
+def fill(conn: Redis, n: int) -> list[str]:
+    """Enqueue ``n`` trivial jobs with RQ's own enqueue; returns their ids."""
+    queue = Queue(QUEUE, connection=conn, serializer=JSONSerializer)
+    ids = []
+    for start in range(0, n, 1000):
+        with conn.pipeline() as pipe:
+            for i in range(start, min(n, start + 1000)):
+                ids.append(queue.enqueue("bench.jobs.noop", i, pipeline=pipe).id)
+            pipe.execute()
+    return ids
+
+
+def process(redis_url: str, worker_class: str, n: int, processes: int = 1, concurrency: int = 1) -> float:
+    """Jobs per second of ``processes`` burst workers of ``worker_class`` on ``n`` trivial jobs."""
+    conn = Redis.from_url(redis_url)
+    conn.flushall()
+    ids = fill(conn, n)
+    env = dict(
+        os.environ,
+        REDIS_URL=redis_url,
+        PYTHONPATH=str(ROOT),
+        WORKER_CONCURRENCY=str(concurrency),
+        LOG_LEVEL="INFO",
+    )
+    argv = [sys.executable, "-m", "rq.cli", "worker", "-c", "consumer.settings", "-S", "json"]
+    argv += ["-w", worker_class, "--burst", QUEUE]
+    workers = [
+        subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.wait(timeout=900)
+    jobs = [job for job in Job.fetch_many(ids, connection=conn, serializer=JSONSerializer) if job is not None]
+    done = [job for job in jobs if job.get_status(refresh=False).value == "finished"]
+    if len(done) != n:
+        raise RuntimeError(f"{worker_class}: only {len(done)} of {n} jobs finished")
+    first = min(job.started_at for job in done if job.started_at)
+    last = max(job.ended_at for job in done if job.ended_at)
+    conn.close()
+    return n / (last - first).total_seconds()
+
+
+def measure(redis_url: str, scale: float = 1.0) -> list[str]:
+    """The processing rows of the benchmark table."""
+    n_ours = int(20000 * scale)
+    simple = process(redis_url, STOCK_SIMPLE, int(3000 * scale))
+    fork = process(redis_url, STOCK_FORK, int(300 * scale))
+    ours = process(redis_url, OURS, n_ours)
+    ours2 = process(redis_url, OURS, n_ours, processes=2)
+    rows = [
+        row(
+            "process trivial jobs, 1 worker process",
+            f"{ours:,.0f}/s",
+            f"{simple:,.0f}/s SimpleWorker",
+            ours / simple,
+        ),
+        row("", "", f"{fork:,.0f}/s default Worker (fork per job)", ours / fork),
+        row(
+            "process trivial jobs, 2 worker processes",
+            f"{ours2:,.0f}/s",
+            f"{2 * simple:,.0f}/s 2x SimpleWorker (est.)",
+        ),
+    ]
+    with bull.bull() as modules:
+        if modules is not None:
+            conn = Redis.from_url(redis_url)
+            conn.flushall()
+            conn.close()
+            b1 = bull.run(modules, "process", redis_url, n_ours, 1)
+            b50 = bull.run(modules, "process", redis_url, n_ours, 50)
+            rows.append(row("", "", f"{b1:,.0f}/s Bull v4 concurrency 1", ours / b1, "1 process"))
+            rows.append(row("", "", f"{b50:,.0f}/s Bull v4 concurrency 50", ours2 / b50, "ours: 2 processes"))
+    return rows
+
+
+def main() -> None:
+    """Print the processing rows."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply job counts")
+    args = parser.parse_args()
+    with private_redis() as url:
+        print(HEADER)
+        for line in measure(url, args.scale):
+            print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Abandoned-job recovery: re-queue the jobs of fast workers whose heartbeat stopped.
+
+Every :class:`consumer.worker.FastWorker` beats into a sorted set every few seconds. When a
+worker's last beat is older than the stale limit (``HEARTBEAT_TIMEOUT`` less a margin, so the
+job is back in its queue within ``HEARTBEAT_TIMEOUT`` seconds of the death), any surviving
+worker or the monitor (``python -m consumer.recovery``) takes the dead worker's executions:
+each job still started by it goes back to its queue, counted as an attempt (one retry used),
+or to the failed registry when no attempt is left. Jobs are idempotent, so a re-run after a
+death writes its effect once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq.callbacks import execute_failure_callback
+from rq.exceptions import AbandonedJobError, NoSuchJobError
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.job_lifecycle import record_job_failure
+from rq.queue import Queue
+from rq.serializers import JSONSerializer
+from rq.timeouts import UnixSignalDeathPenalty
+from rq.utils import as_text, now, parse_composite_key, utcformat
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
+
+from shared.constants import HEARTBEAT_PREFIX
+
+from .events import log_abandoned
+
+logger = logging.getLogger(__name__)
+
+HEARTBEATS_KEY = HEARTBEAT_PREFIX + "workers"
+#: How often the monitor (and each worker's heartbeat thread) looks for dead workers.
+SCAN_INTERVAL = 1.0
+
+
+def stale_after(heartbeat_timeout: float) -> float:
+    """Seconds without a beat after which a worker counts as dead.
+
+    Leaves room for one scan interval and the re-queue itself, so that a job is back in its
+    queue within ``heartbeat_timeout`` seconds of its worker's death.
+    """
+    return max(heartbeat_timeout - SCAN_INTERVAL - 0.5, min(heartbeat_timeout, 1.0))
+
+
+def dead_workers(connection: Redis, stale: float) -> list[str]:
+    """Names of fast workers whose last beat is older than ``stale`` seconds."""
+    names = connection.zrangebyscore(HEARTBEATS_KEY, "-inf", time.time() - stale)
+    return [as_text(name) for name in names]
+
+
+def recover_dead_workers(connection: Redis, stale: float, serializer: Any = JSONSerializer) -> list[str]:
+    """Recover the jobs of every dead worker; returns the ids of the jobs handled."""
+    handled: list[str] = []
+    for name in dead_workers(connection, stale):
+        handled += recover_worker(connection, name, serializer=serializer)
+    return handled
+
+
+def recover_worker(connection: Redis, name: str, serializer: Any = JSONSerializer) -> list[str]:
+    """Re-queue (or fail) the jobs worker ``name`` was running, once, and register its death."""
+    # Whoever removes the beat owns the recovery: two monitors never re-queue a job twice.
+    if not connection.zrem(HEARTBEATS_KEY, name):
+        return []
+    worker_key = f"rq:worker:{name}"
+    executions_key = f"{worker_key}:executions"
+    handled = []
+    for member in connection.smembers(executions_key):
+        job_id, execution_id = parse_composite_key(as_text(member))
+        if _recover_job(connection, name, job_id, execution_id, serializer):
+            handled.append(job_id)
+    queues = as_text(connection.hget(worker_key, "queues") or b"")
+    with connection.pipeline() as pipe:
+        pipe.srem(REDIS_WORKER_KEYS, worker_key)
+        for queue in filter(None, queues.split(",")):
+            pipe.srem(WORKERS_BY_QUEUE_KEY % queue, worker_key)
+        pipe.hset(worker_key, "death", utcformat(now()))
+        pipe.expire(worker_key, 60)
+        pipe.delete(executions_key)
+        pipe.execute()
+    logger.info("worker %s declared dead; %d job(s) recovered", name, len(handled))
+    return handled
+
+
+def _recover_job(connection: Redis, worker: str, job_id: str, execution_id: str, serializer: Any) -> bool:
+    execution = Execution(execution_id, job_id, connection, worker_name=worker)
+    try:
+        job = Job.fetch(job_id, connection=connection, serializer=serializer)
+    except NoSuchJobError:
+        with connection.pipeline() as pipe:
+            pipe.delete(execution.key)
+            pipe.srem(execution.worker_executions_key, execution.composite_key)
+            pipe.execute()
+        return False
+    if job.get_status(refresh=False) != JobStatus.STARTED or job.worker_name != worker:
+        with connection.pipeline() as pipe:
+            execution.delete(job=job, pipeline=pipe)
+            pipe.execute()
+        return False
+    # As RQ's own abandoned-job cleanup does: the failure callback sees AbandonedJobError.
+    try:
+        if threading.current_thread() is threading.main_thread():
+            execute_failure_callback(
+                job, UnixSignalDeathPenalty, AbandonedJobError, AbandonedJobError(), None
+            )
+        else:
+            callback = job.failure_callback
+            if callback is not None:
+                callback(job, connection, AbandonedJobError, AbandonedJobError(), None)
+    except Exception:
+        logger.exception("failure callback of abandoned job %s raised", job_id)
+    queue = Queue(job.origin, connection=connection, serializer=serializer)
+    retry = bool(job.retries_left and job.retries_left > 0)
+    with connection.pipeline() as pipe:
+        execution.delete(job=job, pipeline=pipe)
+        if retry:
+            assert job.retries_left is not None
+            job.retries_left -= 1
+            # Straight back to the queue: the worker died, the job did not fail; no backoff.
+            queue._enqueue_job(job, pipeline=pipe, at_front=job.enqueue_at_front_on_retry)
+        else:
+            record_job_failure(job, f"Worker {worker} died running it (AbandonedJobError)", pipe)
+        pipe.execute()
+    if retry:
+        log_abandoned(job_id, job.origin, f"worker {worker} died; re-queued, {job.retries_left} retries left")
+    else:
+        log_abandoned(job_id, job.origin, f"worker {worker} died; no attempts left, failed")
+        queue.enqueue_dependents(job, refresh_job_status=False)
+    return True
+
+
+def run_monitor(connection: Redis, heartbeat_timeout: float, stop: threading.Event | None = None) -> None:
+    """Scan for dead workers every second until ``stop`` is set."""
+    stop = stop or threading.Event()
+    stale = stale_after(heartbeat_timeout)
+    logger.info("recovery monitor: workers silent for %.1fs are dead", stale)
+    while not stop.is_set():
+        try:
+            recover_dead_workers(connection, stale)
+        except RedisError as exc:
+            logger.warning("recovery monitor: %s", exc)
+        stop.wait(SCAN_INTERVAL)
+
+
+def main() -> None:
+    """``python -m consumer.recovery``: the recovery monitor of ``redis-archive up`` and compose."""
+    from shared.connections import get_redis
+
+    from .context import get_settings
+
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    connection = get_redis(settings)
+    try:
+        run_monitor(connection, settings.heartbeat_timeout, stop)
+    finally:
+        connection.close()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

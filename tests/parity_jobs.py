@@ -1,0 +1,51 @@
+"""Job functions and callbacks for the worker parity matrix (importable by forked horses too)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from redis import Redis
+from rq import get_current_job
+from rq.job import Job
+
+
+def add(a: int, b: int) -> int:
+    """Return ``a + b``."""
+    return a + b
+
+
+def fail(message: str) -> None:
+    """Raise ``ValueError(message)``."""
+    raise ValueError(message)
+
+
+def sleep(seconds: float) -> str:
+    """Sleep, then return ``"slept"``."""
+    time.sleep(seconds)
+    return "slept"
+
+
+def fail_then_succeed(key: str, failures: int) -> str:
+    """Fail the first ``failures`` runs (counted in Redis under ``key``), then succeed."""
+    job = get_current_job()
+    assert job is not None
+    runs = job.connection.incr(key)
+    if runs <= failures:
+        raise RuntimeError(f"run {runs} fails")
+    return f"ok after {runs}"
+
+
+def record_success(job: Job, connection: Redis, result: Any, *args: Any, **kwargs: Any) -> None:
+    """Success callback: remember the result."""
+    connection.set(f"parity:success:{job.id}", repr(result))
+
+
+def record_failure(job: Job, connection: Redis, exc_type: Any, exc_value: Any, tb: Any, *args: Any) -> None:
+    """Failure callback: remember the exception."""
+    connection.set(f"parity:failure:{job.id}", f"{exc_type.__name__}: {exc_value}")
+
+
+def record_stopped(job: Job, connection: Redis) -> None:
+    """Stopped callback: remember that it ran."""
+    connection.set(f"parity:stopped:{job.id}", "1")

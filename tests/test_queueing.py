@@ -1,0 +1,98 @@
+"""The lean enqueue path writes what RQ's Queue.enqueue writes, in one round trip; the bulk endpoint."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from rq import Queue, SimpleWorker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from consumer.worker import FastWorker
+from producer.queueing import enqueue, job_options
+from producer.state import get_state
+from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE
+
+VOLATILE = {b"created_at", b"enqueued_at"}
+
+
+def test_enqueue_writes_the_job_hash_rq_writes(app: Flask, r: redis.Redis) -> None:
+    payload = {"name": "Same", "age": 40, "email": None}
+    with app.app_context():
+        state = get_state()
+        ours = enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, payload)
+        stock = Queue(MEMBER_QUEUE, connection=r, serializer=JSONSerializer).enqueue(
+            CREATE_MEMBER_JOB, payload, **job_options(state.settings, CREATE_MEMBER_JOB_NAME)
+        )
+    mine, theirs = r.hgetall(ours.key), r.hgetall(stock.key)
+    assert set(mine) == set(theirs)
+    assert zlib.decompress(mine.pop(b"data")) == zlib.decompress(theirs.pop(b"data"))
+    assert {k: v for k, v in mine.items() if k not in VOLATILE} == {
+        k: v for k, v in theirs.items() if k not in VOLATILE
+    }
+    assert r.lrange(f"rq:queue:{MEMBER_QUEUE}", 0, -1) == [ours.id.encode(), stock.id.encode()]
+    assert b"rq:queue:member" in r.smembers("rq:queues")
+    assert r.ttl(ours.key) == r.ttl(stock.key) == -1
+
+
+def test_enqueue_is_one_round_trip(app: Flask, r: redis.Redis) -> None:
+    with app.app_context():
+        state = get_state()
+        enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, {"name": "a", "age": 1})
+        r.config_resetstat()
+        enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, {"name": "b", "age": 2})
+    stats = r.info("commandstats")
+    # One EVALSHA from the client; the script writes the hash, registers the queue and pushes.
+    assert stats["cmdstat_evalsha"]["calls"] == 1
+    assert {name for name in stats if not name.startswith("cmdstat_config")} == {
+        "cmdstat_evalsha",
+        "cmdstat_hset",
+        "cmdstat_sadd",
+        "cmdstat_rpush",
+    }
+
+
+def test_bulk_enqueues_up_to_1000_members_in_order(
+    client: FlaskClient, r: redis.Redis, worker_env: Any
+) -> None:
+    members = [{"name": f"bulk {i}", "age": i % 150} for i in range(1000)]
+    response = client.post("/queue/members/bulk", json={"members": members})
+    assert response.status_code == 202, response.get_json()
+    ids = response.get_json()["jobIds"]
+    assert len(ids) == len(set(ids)) == 1000
+    assert [x.decode() for x in r.lrange("rq:queue:member", 0, -1)] == ids
+    queue = Queue(MEMBER_QUEUE, connection=r, serializer=JSONSerializer)
+    FastWorker([queue], connection=r, serializer=JSONSerializer).work(burst=True, max_jobs=3)
+    done = [Job.fetch(job_id, connection=r, serializer=JSONSerializer) for job_id in ids[:3]]
+    assert [job.return_value()["name"] for job in done] == ["bulk 0", "bulk 1", "bulk 2"]
+    SimpleWorker([queue], connection=r, serializer=JSONSerializer).work(burst=True, max_jobs=1)
+    assert Job.fetch(ids[3], connection=r, serializer=JSONSerializer).return_value()["name"] == "bulk 3"
+
+
+def test_bulk_is_all_or_nothing(client: FlaskClient, r: redis.Redis) -> None:
+    members: list[dict[str, Any]] = [{"name": f"m{i}", "age": 1} for i in range(10)]
+    members[7] = {"name": "bad", "age": "7"}
+    response = client.post("/queue/members/bulk", json={"members": members})
+    assert response.status_code == 422
+    assert [f["field"] for f in response.get_json()["error"]["fields"]] == ["members.7.age"]
+    too_many = [{"name": "x", "age": 1}] * 1001
+    response = client.post("/queue/members/bulk", json={"members": too_many})
+    assert response.status_code == 422
+    assert client.post("/queue/members/bulk", json={"members": []}).status_code == 422
+    assert client.post("/queue/members/bulk", json=[{"name": "x", "age": 1}]).status_code == 422
+    assert client.post("/queue/members/bulk", data="nope", content_type="application/json").status_code == 400
+    huge = {"members": [{"name": "x" * 100, "age": 1}] * 1000, "pad": "y" * 600_000}
+    assert client.post("/queue/members/bulk", json=huge).status_code == 413
+    assert r.llen("rq:queue:member") == 0 and not r.keys("rq:job:*")
+
+
+def test_bulk_is_documented(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").get_json()
+    operation = spec["paths"]["/queue/members/bulk"]["post"]
+    assert set(operation["responses"]) >= {"202", "413", "422"}
+    schema = spec["components"]["schemas"]["MemberBulkIn"]
+    assert schema["properties"]["members"]["maxItems"] == 1000
