@@ -64,10 +64,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_auth(app)
 
     from . import cache, goods, health, jobs, members
+    from .background import start_stats_thread
     from .dashboard import init_dashboard
     from .metrics import init_metrics
     from .redis_page import bp as redis_page_bp
-    from .redis_page import start_sampler
 
     app.register_blueprint(health.bp)
     app.register_blueprint(members.bp)
@@ -78,5 +78,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_dashboard(app)
     app.register_blueprint(redis_page_bp)
     if not app.testing:
-        start_sampler(app)
+        start_stats_thread(app)
     return app

@@ -21,6 +21,7 @@ from shared import stats
 from shared.constants import ENQUEUE_LATENCY_KEY, JOB_DURATION_KEY, JOB_WAIT_KEY
 
 from .openapi import TextResponse, operation
+from .queueing import enqueue_latency
 from .state import EXTENSION, ArchiveState, get_state
 
 logger = logging.getLogger(__name__)
@@ -123,5 +124,11 @@ def init_metrics(app: Flask) -> None:
     tags=("metrics",),
 )
 def metrics() -> Response:
-    registry: CollectorRegistry = get_state().extra[REGISTRY_KEY]
+    state = get_state()
+    try:
+        # This process's own enqueue latencies first; other processes flush theirs every second.
+        enqueue_latency(state).flush(state.redis)
+    except RedisError as exc:
+        logger.debug("enqueue latencies kept for later: %s", exc)
+    registry: CollectorRegistry = state.extra[REGISTRY_KEY]
     return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)

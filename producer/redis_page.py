@@ -6,12 +6,11 @@ Charts are SVG drawn here on the server: the page loads nothing from outside the
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, render_template, url_for
+from flask import Blueprint, current_app, render_template, url_for
 from markupsafe import Markup, escape
 from redis import Redis
 from redis.exceptions import RedisError
@@ -23,7 +22,7 @@ from shared.connections import describe
 
 from .capacity import job_capacity
 from .dashboard import check_access
-from .state import EXTENSION, ArchiveState, get_state
+from .state import get_state
 
 logger = logging.getLogger(__name__)
 
@@ -216,29 +215,3 @@ def redis_page() -> Any:
         200,
         {"Cache-Control": "no-store"},
     )
-
-
-def _sample_forever(conn: Redis, interval: float, stop: threading.Event) -> None:
-    while not stop.wait(interval):
-        try:
-            stats.record_memory_sample(conn, interval)
-        except RedisError as exc:
-            logger.debug("memory sample skipped: %s", exc)
-
-
-def start_sampler(app: Flask) -> threading.Event | None:
-    """Sample ``INFO memory`` every ``MEMORY_SAMPLE_SECONDS`` in a daemon thread of this process.
-
-    Every producer process runs one; the ``SET NX`` turn marker keeps it to one sample per interval.
-    """
-    state: ArchiveState = app.extensions[EXTENSION]
-    interval = state.settings.memory_sample_seconds
-    if interval <= 0:
-        return None
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=_sample_forever, args=(state.redis, interval, stop), name="memory-sampler", daemon=True
-    )
-    thread.start()
-    state.extra["memory_sampler_stop"] = stop
-    return stop

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue
 from rq.registry import (
     CanceledJobRegistry,
@@ -78,12 +80,48 @@ def _seconds_between(start: datetime | None, end: datetime | None) -> float | No
     return (end - start).total_seconds()
 
 
-def record_enqueued(conn: Redis, queue: str, latency: float, count: int = 1) -> None:
-    """Count ``count`` jobs enqueued on ``queue`` by one write that took ``latency`` seconds."""
-    with conn.pipeline(transaction=False) as pipe:
-        pipe.hincrby(JOB_STATS_KEY, f"{queue}:enqueued", count)
-        _observe(pipe, ENQUEUE_LATENCY_KEY, queue, latency)
-        pipe.execute()
+class PendingHistogram:
+    """Observations kept in this process until :meth:`flush` adds them to Redis in one round trip.
+
+    For hot paths that must not pay a round trip per observation (the producer's enqueue).
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self._lock = threading.Lock()
+        self._fields: dict[str, float] = {}
+
+    def observe(self, queue: str, seconds: float) -> None:
+        """Add one observation of ``seconds`` for ``queue``."""
+        seconds = max(seconds, 0.0)
+        with self._lock:
+            for name, amount in (
+                (f"{queue}:b{_bucket(seconds, HISTOGRAMS[self.key])}", 1.0),
+                (f"{queue}:sum", seconds),
+                (f"{queue}:count", 1.0),
+            ):
+                self._fields[name] = self._fields.get(name, 0.0) + amount
+
+    def flush(self, conn: Redis) -> int:
+        """Write the pending observations; on a Redis error they stay pending. Returns fields written."""
+        with self._lock:
+            fields, self._fields = self._fields, {}
+        if not fields:
+            return 0
+        try:
+            with conn.pipeline(transaction=False) as pipe:
+                for name, amount in fields.items():
+                    if name.endswith(":sum"):
+                        pipe.hincrbyfloat(self.key, name, amount)
+                    else:
+                        pipe.hincrby(self.key, name, int(amount))
+                pipe.execute()
+        except RedisError:
+            with self._lock:
+                for name, amount in fields.items():
+                    self._fields[name] = self._fields.get(name, 0.0) + amount
+            raise
+        return len(fields)
 
 
 def record_finished(

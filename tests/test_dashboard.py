@@ -24,7 +24,13 @@ from producer import create_app
 from producer.queueing import job_options
 from producer.redis_page import eviction_verdict, human_bytes
 from shared import procs, stats
-from shared.constants import CREATE_MEMBER_JOB, LOCK_STATS_KEY, MEMBER_QUEUE, MEMORY_SAMPLES_KEY
+from shared.constants import (
+    CREATE_MEMBER_JOB,
+    ENQUEUE_LATENCY_KEY,
+    LOCK_STATS_KEY,
+    MEMBER_QUEUE,
+    MEMORY_SAMPLES_KEY,
+)
 from shared.db import init_db, make_engine
 from shared.procs import free_port
 from shared.settings import Settings
@@ -357,18 +363,38 @@ def test_memory_samples_are_taken_once_per_interval_and_capped(r: redis.Redis) -
     assert r.zcard(MEMORY_SAMPLES_KEY) == stats.MEMORY_SAMPLES_MAX
 
 
-def test_sampler_thread_writes_samples(settings: Settings, r: redis.Redis) -> None:
-    from producer.redis_page import start_sampler
+def test_stats_tick_flushes_latencies_and_samples_memory_when_due(settings: Settings, r: redis.Redis) -> None:
+    from producer.background import stats_tick
+    from producer.queueing import enqueue_latency
 
-    app = make_app(settings, memory_sample_seconds=0.05)
+    app = make_app(settings, memory_sample_seconds=5.0)
     try:
-        stop = start_sampler(app)
-        assert stop is not None
-        deadline = time.monotonic() + 5
-        while r.zcard(MEMORY_SAMPLES_KEY) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        state = app.extensions["redis_archive"]
+        enqueue_latency(state).observe(MEMBER_QUEUE, 0.003)
+        now = time.time()
+        assert stats_tick(state, 0.0, now) == now
+        assert stats.histograms(r, ENQUEUE_LATENCY_KEY)[MEMBER_QUEUE].count == 1
+        assert r.zcard(MEMORY_SAMPLES_KEY) == 1
+        assert stats_tick(state, now, now + 1) == now  # not due yet
+        assert r.zcard(MEMORY_SAMPLES_KEY) == 1
+        r.delete("archive:stats:memory:sampler")
+        assert stats_tick(state, now, now + 5) == now + 5
+        assert r.zcard(MEMORY_SAMPLES_KEY) == 2
+    finally:
+        close_app(app)
+
+
+def test_stats_thread_runs_until_stopped(settings: Settings, r: redis.Redis) -> None:
+    from producer.background import start_stats_thread
+
+    app = make_app(settings, memory_sample_seconds=0.5)
+    try:
+        stop = start_stats_thread(app)
+        deadline = time.monotonic() + 10
+        while not r.zcard(MEMORY_SAMPLES_KEY) and time.monotonic() < deadline:
+            time.sleep(0.05)
         stop.set()
-        assert r.zcard(MEMORY_SAMPLES_KEY) >= 2
+        assert r.zcard(MEMORY_SAMPLES_KEY) >= 1
     finally:
         close_app(app)
 
