@@ -41,7 +41,7 @@ HISTOGRAM_DOCS = {
     JOB_WAIT_KEY: ("archive_job_wait_seconds", "Time a job waited in its queue before it started"),
     ENQUEUE_LATENCY_KEY: (
         "archive_enqueue_latency_seconds",
-        "Time the producer took to write a job to Redis",
+        "Time the producer took to write jobs to Redis, per write (a bulk enqueue is one)",
     ),
 }
 MEMORY_GAUGES = {
