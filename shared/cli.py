@@ -12,6 +12,7 @@ import click
 from .constants import ALL_QUEUES
 from .exceptions import ArchiveError, ConfigurationError
 from .lock_cli import lock
+from .probe_cli import probe
 from .settings import Settings
 from .stack import Stack, monitor_argv, producer_argv, worker_argv
 
@@ -130,6 +131,7 @@ def up(obj: Context, host: str, port: int, workers: int, data_dir: Path) -> None
 
 
 main.add_command(lock)
+main.add_command(probe)
 
 
 if __name__ == "__main__":
