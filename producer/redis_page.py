@@ -19,6 +19,7 @@ from rq_dashboard.version import VERSION as RQ_DASHBOARD_VERSION
 
 from shared import stats
 from shared.connections import describe
+from shared.memory import SAFE_POLICIES
 
 from .capacity import job_capacity
 from .dashboard import check_access
@@ -55,7 +56,7 @@ class Verdict:
 
 def eviction_verdict(policy: str, maxmemory: int) -> Verdict:
     """Only ``noeviction`` keeps Redis from deleting queued jobs when memory runs out."""
-    if policy == "noeviction":
+    if policy in SAFE_POLICIES:
         if maxmemory == 0:
             return Verdict(
                 True, "safe: noeviction; no maxmemory is set, so Redis grows until the machine runs out"
