@@ -41,6 +41,10 @@ DEFAULT_FAILURE_TTL = 7 * 24 * 3600
 DEFAULT_JOB_TIMEOUT = 60
 DEFAULT_SOCKET_TIMEOUT = 5.0
 DEFAULT_ENQUEUE_RETRY_SECONDS = 10.0
+DEFAULT_WORKER_MASTER_TIMEOUT = 60.0
+
+#: Written (INCR) right before ``WAIT`` so that ``WAIT`` covers every earlier write on the master.
+DURABLE_MARKER_KEY = PREFIX + "durable:marker"
 
 # Distributed lock: waiter flags and release notifications, and the lock's statistics hash
 # (fields acquired, contended, failed, released, extended, lost) in the queue's Redis.
