@@ -177,6 +177,7 @@ def capacity(
                 probe.config_set("maxmemory", old_maxmemory)
     finally:
         probe.close()
+        probe.connection_pool.disconnect()
 
 
 def _run_fill(

@@ -304,18 +304,21 @@ def simulate_fill(
     expires: Table,
     not_counted: int = 0,
     shared_integers: bool = True,
-    retain_old_tables: bool,
+    retain_old_tables: bool | frozenset[str],
     first_set_histogram: bool = False,
     pending_reply: int = 0,
     limit: int = 50_000_000,
 ) -> FillResult:
     """Replay ``SET key{i} value`` one key at a time until the first OOM refusal.
 
-    ``key_length(i)`` gives the key length of write ``i`` (1-based). The OOM check runs
+    ``key_length(i)`` gives the key length of write ``i`` (1-based). An old table lives at
+    least until the command that grew its dict has ended: in the same command the expires
+    dict's growth is checked with both main tables allocated. The OOM check runs
     before each command against ``used_memory`` plus the command's own arguments; a dict
     grows when full unless that would cross ``maxmemory`` while its load is <= 1.618. With
     ``retain_old_tables`` an old table stays until the writes alone could have finished the
-    rehash (the server's cron usually finishes it sooner: that is the timing window).
+    rehash (the server's cron usually finishes it sooner: that is the timing window); a
+    set of names retains only those tables' old halves.
     ``pending_reply`` is what a pipelined batch holds while a later command runs: the list
     node that queues the connection for writing its earlier replies.
     """
@@ -333,6 +336,10 @@ def simulate_fill(
     result = FillResult(0, used)
     histogram_pending = first_set_histogram
     main, expires = Table(**vars(main)), Table(**vars(expires))
+    if isinstance(retain_old_tables, bool):
+        retained = frozenset({"main", "expires"}) if retain_old_tables else frozenset()
+    else:
+        retained = retain_old_tables
 
     def finish_rehash(table: Table, i: int, force: bool) -> int:
         if table.old and (force or i >= table.old_until):
@@ -370,25 +377,21 @@ def simulate_fill(
         klen = int(length_of(i))
         command = Command(klen, value, ttl)
         argv = command.argv(profile)
+        for name, table in (("main", main), ("expires", expires)):
+            used -= finish_rehash(table, i, name not in retained)
         if used + argv + pending_reply - not_counted > maxmemory:
             result.keys = i - 1
             result.used_memory = used
             return result
         argv_now = argv - initial_obj + val.charged
-        for table in (main, expires):
-            used -= finish_rehash(table, i, not retain_old_tables)
         key_copy = profile.sds(klen)
         used += grow(main, "main", i, used + argv_now + key_copy)
         used += key_copy + entry
         main.used += 1
-        if not retain_old_tables:
-            used -= finish_rehash(main, i, True)
         if ttl is not None:
             used += grow(expires, "expires", i, used + argv_now)
             used += entry
             expires.used += 1
-            if not retain_old_tables:
-                used -= finish_rehash(expires, i, True)
         used += val.charged
         if histogram_pending:
             used += profile.latency_histogram
