@@ -31,6 +31,7 @@ from shared.connections import (
     sentinel_options,
 )
 from shared.ha import HaCluster
+from shared.procs import free_port, port_open, spawn, stop, wait_until
 from shared.settings import Settings
 
 from .servers import REDIS_SERVER
@@ -238,3 +239,69 @@ def test_unreachable_sentinels_raise_connection_errors() -> None:
             conn.ping()
     finally:
         close_redis(conn)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> Path:
+    """A CA and a server certificate for 127.0.0.1, made with the openssl command."""
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+             "-days", "1", "-subj", "/CN=redis-archive test CA", cwd=tmp_path)  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+             "-subj", "/CN=127.0.0.1", cwd=tmp_path)  # fmt: skip
+    (tmp_path / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.crt", "-days", "1", "-extfile", "san.cnf", cwd=tmp_path)  # fmt: skip
+    return tmp_path
+
+
+def test_tls_to_the_sentinel_and_the_master(tls_files: Path) -> None:
+    tls = [
+        "--tls-cert-file", str(tls_files / "server.crt"),
+        "--tls-key-file", str(tls_files / "server.key"),
+        "--tls-ca-cert-file", str(tls_files / "ca.crt"),
+        "--tls-auth-clients", "no",
+    ]  # fmt: skip
+    master_port, sentinel_port = free_port(), free_port()
+    files = ["--dir", str(tls_files), "--save", "", "--appendonly", "no"]
+    master = spawn(
+        [REDIS_SERVER, "--port", "0", "--tls-port", str(master_port), "--bind", "127.0.0.1", *files, *tls],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    conf = tls_files / "sentinel.conf"
+    conf.write_text(
+        f"port 0\ntls-port {sentinel_port}\nbind 127.0.0.1\ndir {tls_files}\ntls-replication yes\n"
+        f"sentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
+    )
+    sentinel = spawn(
+        [REDIS_SERVER, str(conf), "--sentinel", *tls], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    settings = Settings(
+        redis_url="rediss://127.0.0.1/0",
+        sentinels=(("127.0.0.1", sentinel_port),),
+        sentinel_tls=True,
+        tls_ca_certs=str(tls_files / "ca.crt"),
+        socket_timeout=2,
+    )
+    conn = get_redis(settings)
+    try:
+        assert wait_until(lambda: port_open("127.0.0.1", sentinel_port), 10)
+        assert wait_until(lambda: port_open("127.0.0.1", master_port), 10)
+        conn.set("archive:test:tls", "1")
+        assert conn.get("archive:test:tls") == b"1"
+        assert conn.connection_pool.connection_class is SentinelSSLConnection
+        # The plain-text port is closed: nothing but TLS got the value through.
+        plain = get_redis(settings.with_overrides(redis_url="redis://127.0.0.1/0"))
+        try:
+            with pytest.raises(RedisConnectionError):
+                plain.ping()
+        finally:
+            close_redis(plain)
+    finally:
+        close_redis(conn)
+        stop(sentinel)
+        stop(master)

@@ -286,7 +286,8 @@ def test_lock_demo_cli_compares_with_and_without_the_lock(tmp_path: Path) -> Non
     assert (locked["successes"], locked["refused"], locked["final"]) == (100, 20, 0)
     assert locked["oversold"] == locked["lost_updates"] == 0
     assert unlocked["oversold"] + unlocked["lost_updates"] > 0
-    table = CliRunner().invoke(main, [*args, "--database-url", f"sqlite:///{tmp_path / 'd.db'}"])
+    small = ["lock", "demo", "-p", "2", "-n", "10", "--stock", "15", "--nodes", "1"]
+    table = CliRunner().invoke(main, [*small, "--database-url", f"sqlite:///{tmp_path / 'd.db'}"])
     assert table.exit_code == 0, table.output
     assert "oversold" in table.output and "lost updates" in table.output and "with lock" in table.output
 
