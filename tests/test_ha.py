@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import runpy
 import signal
@@ -141,6 +142,15 @@ def test_consumer_settings_module_gives_rq_a_sentinel_dict(
         assert conn.ping()
     finally:
         close_redis(conn)
+
+
+def test_cli_commands_reach_the_master_through_the_sentinels(cluster: HaCluster) -> None:
+    env = {**cluster.env(), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}  # a dead URL: unused
+    args = ["probe", "watch", "--count", "1", "--interval", "0.1", "--json"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    sample = json.loads(result.output.splitlines()[0])
+    assert sample["maxmemory_policy"] == "noeviction"
 
 
 class Interrupted(Exception):
