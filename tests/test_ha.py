@@ -34,6 +34,7 @@ from shared.connections import (
 from shared.ha import HaCluster
 from shared.procs import free_port, port_open, spawn, stop, wait_until
 from shared.settings import Settings
+from shared.stack import Stack
 
 from .servers import REDIS_SERVER
 
@@ -315,3 +316,16 @@ def test_tls_to_the_sentinel_and_the_master(tls_files: Path) -> None:
         close_redis(conn)
         stop(sentinel)
         stop(master)
+
+
+def test_up_uses_the_sentinels_instead_of_a_private_redis(tmp_path: Path) -> None:
+    said: list[str] = []
+    stack = Stack(
+        redis_url=None,
+        data_dir=tmp_path,
+        say=said.append,
+        env={"REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "queue"},
+    )
+    assert stack._start_redis() is None
+    assert stack.redis is None
+    assert "master 'queue' through the Sentinels 127.0.0.1:26379" in said[0]
