@@ -27,8 +27,9 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.utils import now, utcformat
 
+from shared import stats
 from shared.connections import UNAVAILABLE_ERRORS
-from shared.constants import DURABLE_MARKER_KEY
+from shared.constants import DURABLE_MARKER_KEY, ENQUEUE_LATENCY_KEY, JOB_STATS_KEY
 from shared.settings import Settings
 
 from .exceptions import ServiceUnavailable
@@ -62,23 +63,25 @@ def job_options(settings: Settings, name: str) -> dict[str, Any]:
     return options
 
 
-#: KEYS: the queue, the set of queues. ARGV: stamp, n, n (id, data) pairs, the template's
-#: field/value pairs. Writes n job hashes (template + data + timestamps) and pushes their ids.
+#: KEYS: the queue, the set of queues, the job counters. ARGV: stamp, n, the counter's field,
+#: n (id, data) pairs, the template's field/value pairs. Writes n job hashes (template + data +
+#: timestamps), pushes their ids and counts them as enqueued (for ``/metrics``).
 WRITE_JOBS = """
-local stamp, n = ARGV[1], tonumber(ARGV[2])
+local stamp, n, counter = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local fields = {}
-for i = 3 + 2 * n, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 4 + 2 * n, #ARGV do fields[#fields + 1] = ARGV[i] end
 for _, f in ipairs({'created_at', stamp, 'enqueued_at', stamp, 'data'}) do fields[#fields + 1] = f end
 local ids = {}
 for j = 0, n - 1 do
-  local id = ARGV[3 + 2 * j]
-  fields[#fields + 1] = ARGV[4 + 2 * j]
+  local id = ARGV[4 + 2 * j]
+  fields[#fields + 1] = ARGV[5 + 2 * j]
   redis.call('HSET', 'rq:job:' .. id, unpack(fields))
   fields[#fields] = nil
   ids[#ids + 1] = id
 end
 redis.call('SADD', KEYS[2], KEYS[1])
 for i = 1, #ids, 1000 do redis.call('RPUSH', KEYS[1], unpack(ids, i, math.min(i + 999, #ids))) end
+redis.call('HINCRBY', KEYS[3], counter, n)
 return n
 """
 _WRITE_JOBS_SHA = hashlib.sha1(WRITE_JOBS.encode()).hexdigest()
@@ -136,16 +139,23 @@ def write_jobs(
     arg_lists: Sequence[Sequence[Any]],
     ids: Sequence[str] | None = None,
 ) -> list[str]:
-    """Write one job per argument list, atomically, in one round trip; returns their ids."""
+    """Write one job per argument list, atomically, in one round trip; returns their ids.
+
+    The script also counts the jobs as enqueued; the write's latency goes to the process's
+    pending histogram, which the stats thread (and ``/metrics``) flush to Redis.
+    """
+    started = time.perf_counter()
     template = _template(state, queue_name, func, name)
     ids = list(ids) if ids is not None else [str(uuid4()) for _ in arg_lists]
     args: list[Any] = [
         _WRITE_JOBS_SHA,
-        2,
+        3,
         template.queue_key,
         template.queues_key,
+        JOB_STATS_KEY,
         utcformat(now()),
         len(ids),
+        f"{queue_name}:enqueued",
     ]
     for job_id, job_args in zip(ids, arg_lists, strict=True):
         args += [job_id, template.data(job_args)]
@@ -156,7 +166,16 @@ def write_jobs(
         # First use on this server (or after a restart or failover): load, then run it.
         state.redis.script_load(WRITE_JOBS)
         state.redis.execute_command("EVALSHA", *args)
+    enqueue_latency(state).observe(queue_name, time.perf_counter() - started)
     return ids
+
+
+def enqueue_latency(state: ArchiveState) -> stats.PendingHistogram:
+    """This process's enqueue latencies not yet written to Redis."""
+    pending: stats.PendingHistogram = state.extra.setdefault(
+        "enqueue_latency", stats.PendingHistogram(ENQUEUE_LATENCY_KEY)
+    )
+    return pending
 
 
 class _Attempt:

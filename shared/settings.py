@@ -99,6 +99,8 @@ class Settings:
     dashboard_user: str = "admin"
     dashboard_password: str | None = None
     dashboard_read_only: bool = False
+    #: Seconds between samples of ``INFO memory`` for the dashboard's chart; 0 turns sampling off.
+    memory_sample_seconds: float = constants.DEFAULT_MEMORY_SAMPLE_SECONDS
     allow_evicting_policy: bool = False
     heartbeat_timeout: float = 15.0
     #: Jobs a fast worker runs at once (threads); 1 runs them in the worker's main thread.
@@ -172,6 +174,7 @@ class Settings:
             "ENQUEUE_RETRY_SECONDS": ("enqueue_retry_seconds", 0.0),
             "REDIS_SOCKET_TIMEOUT": ("socket_timeout", 0.01),
             "HEARTBEAT_TIMEOUT": ("heartbeat_timeout", 1.0),
+            "MEMORY_SAMPLE_SECONDS": ("memory_sample_seconds", 0.0),
             "WORKER_MASTER_TIMEOUT": ("worker_master_timeout", 0.1),
         }
         for var, (attr, fminimum) in floats.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -202,12 +203,22 @@ class Stack:
     def _spawn(self, child: Child) -> None:
         child.proc = procs.spawn(child.argv, env=self.env)
 
+    def _dashboard_login(self) -> str:
+        """Make sure the dashboard has a password (generate one when unset); describe the login."""
+        user = self.env.get("DASHBOARD_USER") or "admin"
+        if self.env.get("DASHBOARD_PASSWORD"):
+            return f"user {user}, password from DASHBOARD_PASSWORD"
+        password = secrets.token_urlsafe(12)
+        self.env["DASHBOARD_PASSWORD"] = password
+        return f"user {user}, password {password} (generated; set DASHBOARD_PASSWORD to choose one)"
+
     def start(self) -> None:
         if procs.port_open(self.host, self.port):
             raise ArchiveError(f"port {self.port} on {self.host} is in use; choose another with --port")
         url = self._start_redis()
         if url is not None:
             self.env["REDIS_URL"] = url
+        login = self._dashboard_login()
         self.children = [Child("producer", producer_argv(self.host, self.port))]
         for i in range(self.workers):
             self.children.append(Child(f"worker-{i + 1}", worker_argv(worker_class=self.worker_class)))
@@ -218,7 +229,8 @@ class Stack:
         if not procs.wait_until(lambda: procs.port_open(self.host, self.port), 30):
             self.stop()
             raise ArchiveError(f"the producer did not start listening on {self.host}:{self.port}")
-        self.say(f"producer  http://{self.host}:{self.port} (gunicorn, API at /openapi.json)")
+        self.say(f"producer  http://{self.host}:{self.port} (gunicorn; /openapi.json, /metrics)")
+        self.say(f"dashboard http://{self.host}:{self.port}/dashboard ({login})")
         for child in self.children[1:]:
             assert child.proc is not None
             self.say(f"{child.name:<9} pid {child.proc.pid}: {' '.join(child.argv[1:])}")
