@@ -1,6 +1,6 @@
 """Acquire+release pairs per second: this lock on 1 and 3 nodes, redis-py ``Lock``, ``pottery.Redlock``.
 
-Run with ``flock /tmp/bench.lock .venv/bin/python bench/lock.py`` (needs the ``bench`` extra).
+Run with ``flock /tmp/bench.lock .venv/bin/python -m bench.lock`` (needs the ``bench`` extra).
 Everything is measured in one run against private ``redis-server`` nodes started here. The
 rounds are interleaved so that load from other processes hits every contender alike; the best
 round of each is reported. The Node ``redlock`` figure is a fixed reference, not measured here.

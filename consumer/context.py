@@ -6,7 +6,6 @@ import functools
 import logging
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from shared.db import init_db, make_engine
 from shared.settings import Settings
@@ -29,12 +28,7 @@ def get_engine(url: str) -> Engine:
     if engine is not None:
         return engine
     engine = make_engine(url)
-    try:
-        init_db(engine)
-    except (OperationalError, ProgrammingError):
-        # Another process created the tables between our check and our CREATE: look again.
-        logger.debug("concurrent table creation on %s; retrying once", engine.url.render_as_string())
-        init_db(engine)
+    init_db(engine)
     _engines[url] = engine
     return engine
 

@@ -12,7 +12,10 @@ from types import TracebackType
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq.job import Job
+
+from shared import stats
 
 from .alerts import send_alert
 from .context import get_settings
@@ -45,8 +48,19 @@ def log_active(job: Job) -> None:
 
 
 def on_success(job: Job, connection: Redis, result: Any, *args: Any, **kwargs: Any) -> None:
-    """RQ success callback: log ``completed``."""
+    """RQ success callback: log ``completed`` and count it."""
     logger.info("job completed id=%s name=%s queue=%s", job.id, job_name(job), job.origin)
+    try:
+        stats.record_finished(
+            connection,
+            job.origin,
+            enqueued_at=job.enqueued_at,
+            started_at=job.started_at,
+            ended_at=job.ended_at,
+        )
+    except RedisError as exc:
+        # A lost metric must not turn a finished job into a failed one.
+        logger.warning("could not count job %s as finished: %s", job.id, exc)
 
 
 def on_failure(
@@ -61,6 +75,17 @@ def on_failure(
     """RQ failure callback: log every failed attempt; alert after the last one."""
     error = "".join(traceback.format_exception_only(exc_type, exc_value)).strip() if exc_type else "?"
     attempt = attempts_made(job)
+    try:
+        stats.record_failed(
+            connection,
+            job.origin,
+            will_retry=job.should_retry,
+            enqueued_at=job.enqueued_at,
+            started_at=job.started_at,
+            ended_at=job.ended_at,
+        )
+    except RedisError as exc:
+        logger.warning("could not count the failure of job %s: %s", job.id, exc)
     if job.should_retry:
         logger.warning(
             "job failed id=%s name=%s attempt=%s/%s, will retry: %s",

@@ -67,12 +67,16 @@ return claimed
 #: strings), now (unix seconds), result ttl, working seconds, then the result stream's
 #: field/value pairs. Mirrors a stock worker's ``handle_job_success`` for a job without
 #: dependents and with a non-zero result ttl; returns 0 without writing anything when the job
-#: has dependents (the caller then takes RQ's own path), 1 when done.
+#: has dependents (the caller then takes RQ's own path), 1 when done or done before (its
+#: execution is gone: a retried call, or recovery took the job over).
 FINISH = """
 local job_id, exec_id, worker, wkey, origin = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local started, ended, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local ttl = tonumber(ARGV[9])
 local jkey = 'rq:job:' .. job_id
+local comp = job_id .. ':' .. exec_id
+-- Written already (a retry after a lost reply), or taken over by recovery: nothing to do.
+if redis.call('EXISTS', 'rq:execution:' .. comp) == 0 then return 1 end
 if redis.call('SCARD', jkey .. ':dependents') > 0 then return 0 end
 redis.call('HINCRBY', wkey, 'successful_job_count', 1)
 redis.call('HINCRBYFLOAT', wkey, 'total_working_time', ARGV[10])
@@ -93,7 +97,6 @@ else
   redis.call('EXPIRE', jkey .. ':dependents', ttl)
   redis.call('EXPIRE', jkey .. ':dependencies', ttl)
 end
-local comp = job_id .. ':' .. exec_id
 redis.call('DEL', 'rq:execution:' .. comp)
 redis.call('ZREM', 'rq:wip:' .. origin, comp)
 redis.call('ZREM', 'rq:executions:' .. job_id, exec_id)

@@ -17,7 +17,9 @@ What it changes (README, "Performance"):
   :mod:`consumer.recovery`) re-queues the jobs of a worker whose beat stopped, within
   ``HEARTBEAT_TIMEOUT`` seconds, instead of RQ's job timeout plus maintenance interval;
 - the suspension flag is read at most once a second, not once per job; the worker hash's
-  ``state`` stays ``busy`` while jobs keep coming; per-job log lines are at DEBUG.
+  ``state`` stays ``busy`` while jobs keep coming; per-job log lines are at DEBUG;
+- a lost Redis master (failover) is waited for, bounded by ``WORKER_MASTER_TIMEOUT``
+  (:class:`consumer.failover.FailoverMixin`, mixed in front of :class:`FastWorkerBase`).
 
 Failures, retries, ``Retry`` results, jobs with dependents, ``result_ttl=0``, repeats and
 rate-limited jobs take RQ's own code paths unchanged.
@@ -57,6 +59,7 @@ from shared.constants import HEARTBEAT_PREFIX
 
 from . import recovery, scripts
 from .context import get_settings
+from .failover import FailoverMixin
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +133,7 @@ def _restore(job: Job, data: dict[bytes, bytes]) -> None:
         job.enqueued_at = _parse_date(enqueued)
 
 
-class FastWorker(SimpleWorker):
+class FastWorkerBase(SimpleWorker):
     """An RQ worker that claims and finishes each job in one round trip, without forking."""
 
     #: Seconds between suspension checks (stock RQ checks before every job).
@@ -562,3 +565,7 @@ class FastWorker(SimpleWorker):
                 )
             except redis.exceptions.RedisError as exc:
                 logger.warning("Worker %s: heartbeat failed: %s", self.name, exc)
+
+
+class FastWorker(FailoverMixin, FastWorkerBase):
+    """:class:`FastWorkerBase` that rides out a Redis failover (the default worker class)."""

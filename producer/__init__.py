@@ -11,6 +11,7 @@ from flask import Flask
 
 from shared.connections import get_cache_redis, get_redis
 from shared.db import init_db, make_engine
+from shared.memory import check_queue_policy
 from shared.settings import Settings
 
 from .access_log import register_access_log
@@ -50,6 +51,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     redis = get_redis(settings)
+    # Refuse to serve on a Redis that may evict queued jobs (EvictionPolicyError).
+    check_queue_policy(redis, allow=settings.allow_evicting_policy)
     engine = make_engine(settings.database_url)
     init_db(engine)
     app.extensions[EXTENSION] = ArchiveState(
@@ -63,11 +66,21 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_access_log(app)
     register_auth(app)
 
-    from . import cache, goods, health, jobs, members
+    from . import cache, goods, health, jobs, members, probes
+    from .background import start_stats_thread
+    from .dashboard import init_dashboard
+    from .metrics import init_metrics
+    from .redis_page import bp as redis_page_bp
 
     app.register_blueprint(health.bp)
     app.register_blueprint(members.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(cache.bp)
     app.register_blueprint(goods.bp)
+    app.register_blueprint(probes.bp)
+    init_metrics(app)
+    init_dashboard(app)
+    app.register_blueprint(redis_page_bp)
+    if not app.testing:
+        start_stats_thread(app)
     return app

@@ -44,13 +44,21 @@ ERROR_DESCRIPTIONS = {
 
 
 @dataclass(frozen=True)
+class TextResponse:
+    """A response that is not JSON (``/metrics``): documented as a string of ``media_type``."""
+
+    description: str
+    media_type: str = "text/plain"
+
+
+@dataclass(frozen=True)
 class Operation:
     """What :func:`build_spec` needs to document one view."""
 
     summary: str
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
-    responses: Mapping[int, type[BaseModel] | str | None] = field(default_factory=dict)
+    responses: Mapping[int, type[BaseModel] | TextResponse | str | None] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     public: bool = False
     path: type[BaseModel] | None = None
@@ -139,7 +147,7 @@ def operation(
     body: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
     path: type[BaseModel] | None = None,
-    responses: Mapping[int, type[BaseModel] | str | None] | None = None,
+    responses: Mapping[int, type[BaseModel] | TextResponse | str | None] | None = None,
     tags: tuple[str, ...] = (),
     public: bool = False,
     max_body: Callable[[], int] | None = None,
@@ -147,10 +155,11 @@ def operation(
 ) -> Callable[[F], F]:
     """Declare a view's models: validate ``path``/``query``/``body`` and pass them as keyword arguments.
 
-    ``responses`` maps status codes to a response model, a description, or ``None``. Error
-    statuses (4xx/5xx) are documented with the common error body. ``path`` validates the URL
-    rule's variables (the view then gets ``path=`` instead of them). ``max_body`` returns this
-    view's request body limit in bytes when it differs from ``MAX_CONTENT_LENGTH``.
+    ``responses`` maps status codes to a response model, a :class:`TextResponse`, a description,
+    or ``None``. Error statuses (4xx/5xx) are documented with the common error body. ``path``
+    validates the URL rule's variables (the view then gets ``path=`` instead of them).
+    ``max_body`` returns this view's request body limit in bytes when it differs from
+    ``MAX_CONTENT_LENGTH``.
     """
     op = Operation(summary, body, query, dict(responses or {}), tags, public, path, max_body, description)
 
@@ -304,6 +313,11 @@ def build_spec(app: Flask, *, auth: bool = False) -> dict[str, Any]:
                         "content": {
                             "application/json": {"schema": _schema_ref(target, components, "serialization")}
                         },
+                    }
+                elif isinstance(target, TextResponse):
+                    responses[str(status)] = {
+                        "description": target.description,
+                        "content": {target.media_type: {"schema": {"type": "string"}}},
                     }
                 else:
                     responses[str(status)] = {"description": target or "OK"}

@@ -11,7 +11,9 @@ import click
 
 from .constants import ALL_QUEUES
 from .exceptions import ArchiveError, ConfigurationError
+from .ha_cli import ha
 from .lock_cli import lock
+from .probe_cli import probe
 from .settings import Settings
 from .stack import Stack, monitor_argv, producer_argv, worker_argv
 
@@ -129,7 +131,9 @@ def up(obj: Context, host: str, port: int, workers: int, data_dir: Path) -> None
     sys.exit(code)
 
 
+main.add_command(ha)
 main.add_command(lock)
+main.add_command(probe)
 
 
 if __name__ == "__main__":

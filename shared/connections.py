@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from redis import Redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
+from .exceptions import ConfigurationError
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -28,6 +31,23 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+class SentinelConnection(SentinelManagedConnection):
+    """redis-py's Sentinel-managed connection, but one whose interrupted read drops the socket.
+
+    redis-py's class reads with ``disconnect_on_error=False``, so a read cut short by an
+    exception (a worker's SIGTERM during ``BLMOVE``) leaves the connection in the pool with
+    the old reply still pending: the next command on it reads the wrong reply or hangs.
+    """
+
+    def read_response(self, disable_decoding: bool = False, **kwargs: Any) -> Any:
+        kwargs.setdefault("disconnect_on_error", True)
+        return super().read_response(disable_decoding, **kwargs)
+
+
+class SentinelSSLConnection(SentinelConnection, SSLConnection):
+    """:class:`SentinelConnection` over TLS."""
+
+
 def _client_options(settings: Settings) -> dict[str, Any]:
     return {
         "socket_timeout": settings.socket_timeout,
@@ -38,36 +58,138 @@ def _client_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _tls_options(settings: Settings) -> dict[str, Any]:
+    """Certificate options shared by every TLS connection (Redis and the Sentinels)."""
+    opts: dict[str, Any] = {}
+    if settings.tls_ca_certs:
+        opts["ssl_ca_certs"] = settings.tls_ca_certs
+    if settings.tls_certfile:
+        opts["ssl_certfile"] = settings.tls_certfile
+    if settings.tls_keyfile:
+        opts["ssl_keyfile"] = settings.tls_keyfile
+    return opts
+
+
 def redis_from_url(url: str, settings: Settings | None = None, **options: Any) -> Redis:
     """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
     opts = _client_options(settings or Settings())
-    if settings is not None and settings.redis_password and "@" not in url:
-        opts["password"] = settings.redis_password
+    if settings is not None:
+        if settings.redis_password and "@" not in url:
+            opts["password"] = settings.redis_password
+        if url.startswith("rediss://"):
+            opts.update(_tls_options(settings))
     opts.update(options)
     return Redis.from_url(url, **opts)
 
 
+def master_options(settings: Settings) -> dict[str, Any]:
+    """Connection options for the master (and replicas) found through Sentinel.
+
+    ``REDIS_URL`` still decides the scheme (``rediss://`` means TLS), the database number and
+    the credentials; Sentinel decides the host and port.
+    """
+    try:
+        parsed: dict[str, Any] = parse_url(settings.redis_url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ConfigurationError(f"REDIS_URL: {exc}") from None
+    opts: dict[str, Any] = {"db": int(parsed.get("db", 0) or 0)}
+    if parsed.get("username"):
+        opts["username"] = parsed["username"]
+    password = settings.redis_password or parsed.get("password")
+    if password:
+        opts["password"] = password
+    tls = settings.redis_url.startswith("rediss://")
+    if tls:
+        opts["ssl"] = True
+        opts.update({k: v for k, v in parsed.items() if k.startswith("ssl_")})
+        opts.update(_tls_options(settings))
+    opts["connection_class"] = SentinelSSLConnection if tls else SentinelConnection
+    return opts
+
+
+def sentinel_options(settings: Settings) -> dict[str, Any]:
+    """Connection options for the Sentinels themselves (password, TLS, timeouts)."""
+    opts: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout,
+        # A dead Sentinel must not hold up the question to the next one.
+        "socket_connect_timeout": min(settings.socket_timeout, 1.0),
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if settings.sentinel_password:
+        opts["password"] = settings.sentinel_password
+    if settings.sentinel_tls:
+        opts["ssl"] = True
+        opts.update(_tls_options(settings))
+    return opts
+
+
 def sentinel_from_settings(settings: Settings) -> Sentinel:
     """A Sentinel client for ``settings.sentinels``."""
-    sentinel_kwargs: dict[str, Any] = {"socket_timeout": settings.socket_timeout}
-    if settings.sentinel_password:
-        sentinel_kwargs["password"] = settings.sentinel_password
+    if not settings.sentinels:
+        raise ConfigurationError("REDIS_SENTINELS is not set")
     return Sentinel(  # type: ignore[no-untyped-call]
         list(settings.sentinels),
-        sentinel_kwargs=sentinel_kwargs,
-        socket_timeout=settings.socket_timeout,
-        socket_connect_timeout=settings.socket_timeout,
-        password=settings.redis_password,
+        sentinel_kwargs=sentinel_options(settings),
+        **master_options(settings),
     )
 
 
 def get_redis(settings: Settings, **options: Any) -> Redis:
-    """The queue's Redis: the Sentinel master when sentinels are set, else ``REDIS_URL``."""
+    """The queue's Redis: the Sentinel master when sentinels are set, else ``REDIS_URL``.
+
+    A Sentinel-managed client asks the Sentinels for the master on every new connection, drops
+    its idle connections when the master moves, and turns a demoted master's ``READONLY``
+    reply into a ``ConnectionError``, so callers only ever retry connection errors.
+    """
     if settings.sentinels:
         sentinel = sentinel_from_settings(settings)
-        master: Redis = sentinel.master_for(settings.sentinel_master, **options)  # type: ignore[no-untyped-call]
+        opts = _client_options(settings)
+        opts.update(options)
+        master: Redis = sentinel.master_for(settings.sentinel_master, **opts)  # type: ignore[no-untyped-call]
         return master
     return redis_from_url(settings.redis_url, settings, **options)
+
+
+def close_redis(conn: Redis) -> None:
+    """Close ``conn`` and, for a Sentinel-managed client, its Sentinel clients too."""
+    manager = getattr(conn.connection_pool, "sentinel_manager", None)
+    conn.close()
+    conn.connection_pool.disconnect()
+    for sentinel in getattr(manager, "sentinels", ()):
+        sentinel.close()
+        sentinel.connection_pool.disconnect()
+
+
+def rq_redis_url(settings: Settings) -> str:
+    """``REDIS_URL`` for RQ's settings module, with ``REDIS_PASSWORD`` and TLS files folded in."""
+    url = settings.redis_url
+    if url.startswith("unix://") or not (settings.redis_password or url.startswith("rediss://")):
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if settings.redis_password and "@" not in netloc:
+        netloc = f":{quote(settings.redis_password, safe='')}@{netloc}"
+    query = parse_qsl(parts.query)
+    if url.startswith("rediss://"):
+        present = {key for key, _ in query}
+        query += [(k, v) for k, v in _tls_options(settings).items() if k not in present]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def rq_sentinel_config(settings: Settings) -> dict[str, Any]:
+    """RQ's ``SENTINEL`` settings dict (``rq worker -c consumer.settings``) for ``settings``."""
+    master = master_options(settings)
+    return {
+        "INSTANCES": list(settings.sentinels),
+        "MASTER_NAME": settings.sentinel_master,
+        "DB": master.pop("db"),
+        "USERNAME": master.pop("username", None),
+        "PASSWORD": master.pop("password", None),
+        "SOCKET_TIMEOUT": settings.socket_timeout,
+        "SSL": master.pop("ssl", False),
+        "CONNECTION_KWARGS": {**master, **_client_options(settings)},
+        "SENTINEL_KWARGS": sentinel_options(settings),
+    }
 
 
 def get_cache_redis(settings: Settings, queue_redis: Redis | None = None) -> Redis:

@@ -16,6 +16,17 @@ LOCK_PREFIX = PREFIX + "lock:"
 FENCE_PREFIX = PREFIX + "fence:"
 #: Counters and samples kept for metrics and the dashboard.
 STATS_PREFIX = PREFIX + "stats:"
+#: Job counters (hash, fields ``<queue>:<event>``): enqueued, finished, failed, retried.
+JOB_STATS_KEY = STATS_PREFIX + "jobs"
+#: Histograms (hashes, fields ``<queue>:b<i>``, ``<queue>:sum``, ``<queue>:count``).
+JOB_DURATION_KEY = STATS_PREFIX + "duration"
+JOB_WAIT_KEY = STATS_PREFIX + "wait"
+ENQUEUE_LATENCY_KEY = STATS_PREFIX + "enqueue_latency"
+#: Jobs finished in one minute: ``archive:stats:finished:<unix minute>`` (hash queue -> count).
+FINISHED_PER_MINUTE_PREFIX = STATS_PREFIX + "finished:"
+#: Samples of ``INFO memory`` (sorted set scored by time) and the sampler's turn marker.
+MEMORY_SAMPLES_KEY = STATS_PREFIX + "memory"
+MEMORY_SAMPLER_KEY = STATS_PREFIX + "memory:sampler"
 #: Worker heartbeats for abandoned-job recovery.
 HEARTBEAT_PREFIX = PREFIX + "heartbeat:"
 
@@ -41,6 +52,14 @@ DEFAULT_FAILURE_TTL = 7 * 24 * 3600
 DEFAULT_JOB_TIMEOUT = 60
 DEFAULT_SOCKET_TIMEOUT = 5.0
 DEFAULT_ENQUEUE_RETRY_SECONDS = 10.0
+DEFAULT_MEMORY_SAMPLE_SECONDS = 10.0
+#: How long memory samples and per-minute throughput are kept, and at most how many samples.
+STATS_WINDOW_SECONDS = 3600
+MEMORY_SAMPLES_MAX = 720
+DEFAULT_WORKER_MASTER_TIMEOUT = 60.0
+
+#: Written (INCR) right before ``WAIT`` so that ``WAIT`` covers every earlier write on the master.
+DURABLE_MARKER_KEY = PREFIX + "durable:marker"
 
 # Distributed lock: waiter flags and release notifications, and the lock's statistics hash
 # (fields acquired, contended, failed, released, extended, lost) in the queue's Redis.

@@ -79,13 +79,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def init_db(engine: Engine) -> None:
+def init_db(engine: Engine, attempts: int = 3) -> None:
     """Create the tables that do not exist yet.
 
-    Processes starting together (gunicorn workers, workers) race to create them: whoever loses
-    sees "already exists" and looks again.
+    Processes starting together (gunicorn workers, rq workers) race to create them: whoever
+    loses sees "already exists" (PostgreSQL: a duplicate pg_type row) and looks again.
     """
-    try:
-        metadata.create_all(engine)
-    except (OperationalError, ProgrammingError, IntegrityError):
-        metadata.create_all(engine)
+    for attempt in range(1, attempts + 1):
+        try:
+            metadata.create_all(engine)
+            return
+        except (OperationalError, ProgrammingError, IntegrityError) as exc:
+            if attempt == attempts:
+                raise
+            logger.debug("concurrent table creation (%s); checking again", exc.orig)

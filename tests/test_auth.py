@@ -92,9 +92,12 @@ def test_without_api_token_nothing_is_required(client: FlaskClient) -> None:
 
 def test_the_dashboard_prefix_is_left_to_its_own_login(secured: Flask) -> None:
     client = secured.test_client()
-    # Exempt from the token: Flask answers (404 here, nothing is mounted), not the hook.
-    assert client.get("/dashboard").status_code == 404
-    assert client.get("/dashboard/queues").status_code == 404
+    # Exempt from the bearer hook: the dashboard answers with its own basic-auth challenge.
+    for path in ("/dashboard/", "/dashboard/redis"):
+        response = client.get(path)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith("Basic")
+        assert client.get(path, headers=bearer()).status_code == 200
     assert_401(client.get("/dashboardx"))
 
 

@@ -42,6 +42,11 @@ def check_command(argv: list[str]) -> None:
             assert hasattr(importlib.import_module(module), name)
     elif program == "redis-server":
         pass
+    elif program == "sh":
+        # Sentinels write their config file first: `sh -c '... && exec redis-server FILE --sentinel'`.
+        assert argv[1] == "-c"
+        exec_argv = shlex.split(argv[2].rpartition("exec ")[2])
+        assert exec_argv[0] == "redis-server" and "--sentinel" in exec_argv, argv
     else:
         raise AssertionError(f"unknown program {program!r} in {argv}")
 

@@ -76,7 +76,7 @@ def test_500_members_posted_concurrently_are_written_exactly_once(stack: tuple[s
         with engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(member)).scalar_one()) >= 500
 
-    assert wait_until(all_written, 120, interval=0.5), "workers did not write 500 rows in time"
+    assert wait_until(all_written, 300, interval=0.5), "workers did not write 500 rows in time"
     time.sleep(0.5)  # let any duplicate writer finish, so a double insert would be counted
     with engine.connect() as conn:
         rows = conn.execute(select(member.c.job_id, member.c.name)).all()

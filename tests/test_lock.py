@@ -41,7 +41,7 @@ def dead_url() -> str:
 
 @pytest.fixture
 def redlock(urls: list[str], r: redis.Redis) -> Iterator[Redlock]:
-    lock = Redlock(urls, stats=r, node_timeout=0.2)
+    lock = Redlock(urls, stats=r, node_timeout=1.0)
     yield lock
     lock.close()
 
@@ -135,9 +135,9 @@ def test_one_node_down_still_locks(urls: list[str], dead_url: str) -> None:
 
 
 def test_expired_lease_is_reported_lost(redlock: Redlock, r: redis.Redis) -> None:
-    lease = redlock.acquire("e", ttl=0.2)
-    assert 0 < lease.remaining() <= 0.2
-    time.sleep(0.35)
+    lease = redlock.acquire("e", ttl=0.5)
+    assert 0 < lease.remaining() <= 0.5
+    time.sleep(0.7)
     with pytest.raises(LockLostError):
         lease.check()
     newer = redlock.acquire("e", timeout=0)
@@ -148,8 +148,8 @@ def test_expired_lease_is_reported_lost(redlock: Redlock, r: redis.Redis) -> Non
 
 
 def test_watchdog_keeps_a_long_holder(redlock: Redlock, r: redis.Redis) -> None:
-    with redlock.lock("w", ttl=0.3, auto_extend=True) as lease:
-        time.sleep(1.0)
+    with redlock.lock("w", ttl=1.0, auto_extend=True) as lease:
+        time.sleep(1.5)
         assert not lease.lost
         lease.check()
         with pytest.raises(LockTimeoutError):
@@ -286,7 +286,8 @@ def test_lock_demo_cli_compares_with_and_without_the_lock(tmp_path: Path) -> Non
     assert (locked["successes"], locked["refused"], locked["final"]) == (100, 20, 0)
     assert locked["oversold"] == locked["lost_updates"] == 0
     assert unlocked["oversold"] + unlocked["lost_updates"] > 0
-    table = CliRunner().invoke(main, [*args, "--database-url", f"sqlite:///{tmp_path / 'd.db'}"])
+    small = ["lock", "demo", "-p", "2", "-n", "10", "--stock", "15", "--nodes", "1"]
+    table = CliRunner().invoke(main, [*small, "--database-url", f"sqlite:///{tmp_path / 'd.db'}"])
     assert table.exit_code == 0, table.output
     assert "oversold" in table.output and "lost updates" in table.output and "with lock" in table.output
 
@@ -298,4 +299,8 @@ def test_lock_demo_cli_bad_database_is_a_clean_error() -> None:
 
     result = CliRunner().invoke(main, ["lock", "demo", "-p", "1", "-n", "1", "--database-url", "nosuch://x"])
     assert result.exit_code != 0
-    assert "Error:" in result.output
+    assert "Error: demo failed" in result.output
+    result = CliRunner().invoke(main, ["lock", "demo", "--lock-url", "http://x"])
+    assert result.exit_code != 0
+    assert "Error: bad --lock-url" in result.output
+

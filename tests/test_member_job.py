@@ -138,3 +138,26 @@ def test_failure_without_webhook_still_logs_error(
     events = " ".join(rec.getMessage() for rec in caplog.records)
     assert "job active" in events
     assert "will retry" in events
+
+
+def test_init_db_survives_concurrent_creators(tmp_path: Any) -> None:
+    """Many processes creating the tables at once (gunicorn and rq workers starting) all succeed."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(6) as pool:
+        results = pool.map(_create_tables, [url] * 12)
+    assert results == [True] * 12
+    assert count_rows(url) == 0
+
+
+def _create_tables(url: str) -> bool:
+    from shared.db import init_db
+
+    engine = make_engine(url)
+    try:
+        init_db(engine)
+        return True
+    finally:
+        engine.dispose()

@@ -46,13 +46,15 @@ def test_enqueue_is_one_round_trip(app: Flask, r: redis.Redis) -> None:
         r.config_resetstat()
         enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, {"name": "b", "age": 2})
     stats = r.info("commandstats")
-    # One EVALSHA from the client; the script writes the hash, registers the queue and pushes.
+    # One EVALSHA from the client; the script writes the hash, registers the queue, pushes,
+    # and counts the job for /metrics.
     assert stats["cmdstat_evalsha"]["calls"] == 1
     assert {name for name in stats if not name.startswith("cmdstat_config")} == {
         "cmdstat_evalsha",
         "cmdstat_hset",
         "cmdstat_sadd",
         "cmdstat_rpush",
+        "cmdstat_hincrby",
     }
 
 

@@ -15,7 +15,8 @@ from .servers import start_redis
 
 
 def test_503_while_redis_is_down_then_recovers(tmp_path: Path) -> None:
-    server = start_redis(tmp_path / "redis", "--appendonly", "yes")
+    # fsync on every write: a SIGKILL right after a 202 must not lose the job.
+    server = start_redis(tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always")
     settings = Settings(
         redis_url=server.url, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", socket_timeout=0.5
     )

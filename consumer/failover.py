@@ -1,0 +1,270 @@
+"""Workers that survive a Redis failover: reconnect to the new master, or exit for a supervisor.
+
+Stock RQ workers handle a lost master badly: a connection error outside the blocking pop
+ends the work loop (``found an unhandled exception, quitting``, or ``Redis connection
+timeout, quitting`` with exit status 0), and inside it they retry forever with a backoff
+that grows to a minute. :class:`FailoverMixin` turns every such error into one wait: poll
+for a master (through Sentinel, the client asks for the new address on each new
+connection) with a short backoff, carry on where the worker was, and exit with
+:data:`EXIT_NO_MASTER` when no master answers for ``WORKER_MASTER_TIMEOUT`` seconds.
+
+A job whose bookkeeping was cut off by the failover is put back at the front of its queue
+once the new master answers, unless the new master shows it finished or queued; jobs are
+idempotent, so a second run writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from redis.exceptions import RedisError
+from rq import Queue, SimpleWorker, Worker
+from rq.exceptions import InvalidJobOperation, NoSuchJobError, StopRequested
+from rq.job import Job, JobStatus
+
+from shared.connections import UNAVAILABLE_ERRORS
+
+from .context import get_settings
+
+logger = logging.getLogger(__name__)
+
+#: Exit status of a worker that found no master for longer than its limit (``EX_UNAVAILABLE``).
+EXIT_NO_MASTER = 69
+
+_FIRST_DELAY = 0.1
+_MAX_DELAY = 1.0
+_SETTLED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+
+
+class FailoverMixin:
+    """Put it before the RQ worker class: ``class W(FailoverMixin, SimpleWorker)``."""
+
+    #: Seconds without a master before the worker exits; ``None`` means ``WORKER_MASTER_TIMEOUT``.
+    master_timeout: float | None = None
+
+    # Attributes of rq's BaseWorker that this mixin uses.
+    connection: Any
+    log: Any
+    name: str
+    executions_key: str
+    job_class: Any
+    queue_class: Any
+    serializer: Any
+    _stop_requested: bool
+
+    def __init__(self, *args: Any, master_timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if master_timeout is not None:
+            self.master_timeout = master_timeout
+        elif self.master_timeout is None:
+            self.master_timeout = get_settings().worker_master_timeout
+        self.failovers = 0
+
+    @property
+    def _in_horse(self) -> bool:
+        return bool(getattr(self, "_is_horse", False))
+
+    def wait_for_master(self, error: BaseException) -> None:
+        """Block until a master answers; ``SystemExit(EXIT_NO_MASTER)`` after ``master_timeout``."""
+        limit = float(self.master_timeout or 0)
+        started = time.monotonic()
+        self.log.warning(
+            "Worker %s: lost the Redis master (%s: %s); reconnecting", self.name, type(error).__name__, error
+        )
+        delay = _FIRST_DELAY
+        while True:
+            if self._stop_requested:
+                raise StopRequested()
+            try:
+                role = self.connection.execute_command("ROLE")
+                if role and role[0] in (b"master", "master"):
+                    break
+                reason = "the server is a replica"
+            except UNAVAILABLE_ERRORS as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            waited = time.monotonic() - started
+            if waited >= limit:
+                self.log.error(
+                    "Worker %s: no Redis master for %.1fs (limit %ss, last: %s); exiting with %d",
+                    self.name,
+                    waited,
+                    limit,
+                    reason,
+                    EXIT_NO_MASTER,
+                )
+                raise SystemExit(EXIT_NO_MASTER)
+            time.sleep(min(delay, max(0.0, limit - waited)))
+            delay = min(delay * 2, _MAX_DELAY)
+        self.failovers += 1
+        self.log.warning("Worker %s: Redis master back after %.1fs", self.name, time.monotonic() - started)
+        try:
+            self.recover_phantom_claims()
+        except UNAVAILABLE_ERRORS as exc:
+            self.log.warning("Worker %s: could not check its claims yet: %s", self.name, exc)
+
+    def recover_phantom_claims(self) -> list[str]:
+        """Put back the jobs the master says this worker runs but it never received.
+
+        A claim (pop + start) that the old master executed and replicated but whose reply never
+        arrived leaves a job "started" by a live worker that knows nothing of it: no worker
+        would ever run it, and no dead-worker recovery applies.
+        """
+        running = {getattr(e, "id", None) for e in getattr(self, "executions", {}).values()}
+        recovered = []
+        for member in self.connection.smembers(self.executions_key):
+            job_id, _, execution_id = member.decode().partition(":")
+            if execution_id in running:
+                continue
+            with self.connection.pipeline() as pipe:
+                pipe.srem(self.executions_key, member)
+                pipe.delete(f"rq:execution:{job_id}:{execution_id}")
+                pipe.execute()
+            try:
+                job = self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
+            except NoSuchJobError:
+                continue
+            queue = self.queue_class(
+                job.origin, connection=self.connection, job_class=self.job_class, serializer=self.serializer
+            )
+            if self.recover_job(job, queue):
+                recovered.append(job_id)
+        return recovered
+
+    def _retrying(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` until it gets through, waiting for a master between tries.
+
+        Only the main thread waits (and may exit); job threads let the error through.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return method(*args, **kwargs)
+        while True:
+            try:
+                return method(*args, **kwargs)
+            except UNAVAILABLE_ERRORS as exc:
+                self.wait_for_master(exc)
+
+    # The Redis entry points of consumer.worker.FastWorker's own loop: the checks between jobs,
+    # running a job, claiming the next (with the previous job's success writes), waiting for
+    # work, writing a success on its own. Retrying them with the same arguments is what that
+    # loop does itself after a connection error; a job cut off mid-way is recovered instead.
+
+    def _loop_checks(self, burst: bool) -> bool:
+        return bool(self._retrying(super()._loop_checks, burst))  # type: ignore[misc]
+
+    def _execute(self, job: Job, queue: Queue, execution: Any) -> Any:
+        try:
+            return super()._execute(job, queue, execution)  # type: ignore[misc]
+        except UNAVAILABLE_ERRORS as exc:
+            if threading.current_thread() is not threading.main_thread():
+                raise
+            self.wait_for_master(exc)
+            self._retrying(self.recover_job, job, queue)
+            return None
+
+    def _finish_and_claim(self, *args: Any) -> Any:
+        return self._retrying(super()._finish_and_claim, *args)  # type: ignore[misc]
+
+    def _wait_for_work(self, max_idle_time: int | None, idle_since: float) -> None:
+        self._retrying(super()._wait_for_work, max_idle_time, idle_since)  # type: ignore[misc]
+
+    def _flush(self, pending: Any) -> None:
+        self._retrying(super()._flush, pending)  # type: ignore[misc]
+
+    def register_birth(self) -> None:
+        """Wait for a master at start-up instead of crashing."""
+        self._retrying(super().register_birth)  # type: ignore[misc]
+
+    def subscribe(self) -> None:
+        """Subscribe to the command channel once a master answers."""
+        self._retrying(super().subscribe)  # type: ignore[misc]
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """A state write outside a pipeline waits for a master instead of ending the worker."""
+        if pipeline is not None or self._in_horse:
+            super().set_state(state, pipeline)  # type: ignore[misc]
+            return
+        self._retrying(super().set_state, state)  # type: ignore[misc]
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """Check ``rq suspend`` once a master answers."""
+        self._retrying(super().check_for_suspension, burst)  # type: ignore[misc]
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """A heartbeat outside a pipeline waits for a master instead of ending the work loop."""
+        if pipeline is not None or self._in_horse:
+            super().heartbeat(timeout, pipeline)  # type: ignore[misc]
+            return
+        self._retrying(super().heartbeat, timeout)  # type: ignore[misc]
+
+    def run_maintenance_tasks(self) -> None:
+        """Registry clean-up; after a lost master it runs again next time."""
+        try:
+            super().run_maintenance_tasks()  # type: ignore[misc]
+        except UNAVAILABLE_ERRORS as exc:
+            self.wait_for_master(exc)
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """RQ's dequeue, with the errors it does not retry (state writes, ``READONLY``) retried."""
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)  # type: ignore[misc]
+            except UNAVAILABLE_ERRORS as exc:
+                self.wait_for_master(exc)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Run ``job``; when the master went away meanwhile, make sure the job is not stranded."""
+        try:
+            super().execute_job(job, queue)  # type: ignore[misc]
+        except UNAVAILABLE_ERRORS as exc:
+            if getattr(self, "_horse_pid", 0):
+                self.wait_for_horse()  # type: ignore[attr-defined]
+                self._horse_pid = 0
+            self.wait_for_master(exc)
+            self._retrying(self.recover_job, job, queue)
+
+    def recover_job(self, job: Job, queue: Queue) -> bool:
+        """Put ``job`` back at the front of ``queue`` unless the master shows it settled or queued."""
+        executions = getattr(self, "executions", {})
+        for execution_id, execution in list(executions.items()):
+            if getattr(execution, "job_id", None) == job.id:
+                executions.pop(execution_id, None)
+        try:
+            status = job.get_status(refresh=True)
+        except InvalidJobOperation:
+            self.log.warning("Worker %s: job %s is not on the new master", self.name, job.id)
+            return False
+        if status in _SETTLED:
+            return False
+        if status == JobStatus.QUEUED and self.connection.lpos(queue.key, job.id) is not None:
+            return False
+        if status not in (JobStatus.QUEUED, JobStatus.STARTED):
+            return False
+        with self.connection.pipeline() as pipe:
+            # enqueue_job opens the transaction (MULTI), so it goes first.
+            queue.enqueue_job(job, pipeline=pipe, at_front=True)
+            queue.started_job_registry.remove_executions(job, pipeline=pipe)
+            pipe.lrem(queue.intermediate_queue_key, 0, job.id)
+            pipe.execute()
+        self.log.warning(
+            "Worker %s: job %s (%s) put back on %s after the failover", self.name, job.id, status, queue.name
+        )
+        return True
+
+    def teardown(self) -> None:
+        """Register death if a master answers; never block the exit on it."""
+        try:
+            super().teardown()  # type: ignore[misc]
+        except (RedisError, OSError) as exc:
+            self.log.warning("Worker %s: could not register its death: %s", self.name, exc)
+
+
+class FailoverWorker(FailoverMixin, Worker):
+    """RQ's forking worker with failover handling."""
+
+
+class FailoverSimpleWorker(FailoverMixin, SimpleWorker):
+    """RQ's in-process worker with failover handling."""
+

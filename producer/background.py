@@ -1,0 +1,54 @@
+"""The producer's stats thread: flushes enqueue latencies and samples ``INFO memory``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from flask import Flask
+from redis.exceptions import RedisError
+
+from shared import stats
+
+from .queueing import enqueue_latency
+from .state import EXTENSION, ArchiveState
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between flushes of the pending enqueue latencies.
+FLUSH_SECONDS = 1.0
+STOP_KEY = "stats_thread_stop"
+
+
+def stats_tick(state: ArchiveState, last_sample: float, now: float) -> float:
+    """One round of the thread's work; returns when the last memory sample was taken."""
+    try:
+        enqueue_latency(state).flush(state.redis)
+    except RedisError as exc:
+        logger.debug("enqueue latencies kept for later: %s", exc)
+    interval = state.settings.memory_sample_seconds
+    if interval > 0 and now - last_sample >= interval:
+        try:
+            # SET NX inside: one sample per interval however many producer processes run.
+            stats.record_memory_sample(state.redis, interval, now=now)
+        except RedisError as exc:
+            logger.debug("memory sample skipped: %s", exc)
+        return now
+    return last_sample
+
+
+def _run(state: ArchiveState, stop: threading.Event) -> None:
+    last_sample = 0.0
+    while not stop.wait(FLUSH_SECONDS):
+        last_sample = stats_tick(state, last_sample, time.time())
+
+
+def start_stats_thread(app: Flask) -> threading.Event:
+    """Start this process's stats thread (a daemon); set the returned event to stop it."""
+    state: ArchiveState = app.extensions[EXTENSION]
+    stop = threading.Event()
+    thread = threading.Thread(target=_run, args=(state, stop), name="archive-stats", daemon=True)
+    thread.start()
+    state.extra[STOP_KEY] = stop
+    return stop

@@ -1,0 +1,275 @@
+"""rq-dashboard at ``/dashboard``: our Redis client, the JSON serializer, auth and a read-only mode.
+
+rq-dashboard 0.9 predates RQ 3 and the JSON serializer in places: a few of its views fetch
+jobs with RQ's default (pickle) serializer, requeue by a GET, or open a new Redis client per
+request. Those endpoints are replaced here by versions that use the app's client and
+:class:`~rq.serializers.JSONSerializer`; the rest of the blueprint is used as shipped.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from flask import Flask, Response, current_app, make_response, render_template, request, url_for
+from rq import Queue, Worker, requeue_job
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.registry import BaseRegistry
+from rq.serializers import JSONSerializer
+from rq_dashboard import web as rq_web
+from werkzeug.datastructures import Authorization
+
+from shared.connections import describe
+from shared.settings import Settings
+
+from .auth import token_matches
+from .errors import error_response
+from .exceptions import ApiError, NotFound
+from .state import get_state
+
+logger = logging.getLogger(__name__)
+
+URL_PREFIX = "/dashboard"
+BLUEPRINT = rq_web.blueprint.name
+REALM = 'Basic realm="Redis Archive dashboard", charset="UTF-8"'
+
+#: Endpoints that change data: refused in read-only mode, and only by POST.
+MUTATING = frozenset(
+    f"{BLUEPRINT}.{name}"
+    for name in ("delete_job_view", "requeue_job_view", "requeue_all", "empty_queue", "compact_queue")
+)
+
+
+def _same(given: str | None, expected: str | None) -> bool:
+    """Compare secrets in constant time; an unset secret never matches."""
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def credentials_ok(header: str | None, auth: Authorization | None, settings: Settings) -> bool:
+    """Basic auth as ``DASHBOARD_USER``/``DASHBOARD_PASSWORD``, or the API token (bearer, basic password)."""
+    if settings.api_token and token_matches(header, settings.api_token):
+        return True
+    if auth is None or auth.type != "basic":
+        return False
+    if _same(auth.password, settings.api_token):
+        return True
+    return _same(auth.username, settings.dashboard_user) and _same(auth.password, settings.dashboard_password)
+
+
+def check_access() -> Response | None:
+    """``before_request`` of every dashboard page: closed, 401, or let through."""
+    settings = get_state().settings
+    if not settings.dashboard_password and not settings.api_token:
+        return error_response(
+            403,
+            "dashboard_closed",
+            "the dashboard is closed: set DASHBOARD_PASSWORD (or API_TOKEN) to open it",
+        )
+    if not credentials_ok(request.headers.get("Authorization"), request.authorization, settings):
+        return error_response(
+            401, "unauthorized", "the dashboard needs credentials", headers={"WWW-Authenticate": REALM}
+        )
+    return None
+
+
+def _guard_dashboard() -> Response | None:
+    denied = check_access()
+    if denied is not None:
+        return denied
+    instance = (request.view_args or {}).get("instance_number")
+    if instance not in (None, 0):
+        return error_response(404, "not_found", f"no Redis instance {instance}; this dashboard has one")
+    if request.endpoint in MUTATING:
+        if get_state().settings.dashboard_read_only:
+            return error_response(403, "read_only", "the dashboard is read-only (DASHBOARD_READ_ONLY)")
+        if request.method != "POST":
+            return error_response(405, "method_not_allowed", "use POST", headers={"Allow": "POST"})
+        origin = request.headers.get("Origin")
+        if origin and origin.rstrip("/") != request.host_url.rstrip("/"):
+            # Browsers resend basic-auth credentials cross-site; refuse other sites' forms.
+            return error_response(403, "cross_origin", f"cross-origin request from {origin} refused")
+    current_app.redis_conn = get_state().redis  # type: ignore[attr-defined]
+    return None
+
+
+def _fetch(job_id: str) -> Job:
+    try:
+        return Job.fetch(job_id, connection=get_state().redis, serializer=JSONSerializer)
+    except NoSuchJobError:
+        raise NotFound(f"job {job_id!r} not found") from None
+
+
+def _json(data: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    return data, 200, {"Cache-Control": "no-store"}
+
+
+def job_view(instance_number: int, job_id: str) -> Any:
+    """The job page (the shipped view fetches the job with pickle, and 500s on unknown ids)."""
+    _fetch(job_id)
+    response = make_response(
+        render_template(
+            "rq_dashboard/job.html",
+            current_instance=instance_number,
+            instance_list=rq_web.escape_format_instance_list(
+                current_app.config.get("RQ_DASHBOARD_REDIS_URL")
+            ),
+            id=job_id,
+            rq_url_prefix=url_for(".queues_overview"),
+            rq_dashboard_version=rq_web.rq_dashboard_version,
+            rq_version=rq_web.rq_version,
+            deprecation_options_usage=False,
+            enable_delete=not current_app.config.get("RQ_DASHBOARD_DISABLE_DELETE"),
+        )
+    )
+    response.headers.set("Cache-Control", "no-store")
+    return response
+
+
+def delete_job(job_id: str) -> Any:
+    """Delete one job and its registry entries."""
+    _fetch(job_id).delete()
+    return _json({"status": "OK"})
+
+
+def requeue_one(job_id: str) -> Any:
+    """Put a failed (or stopped, canceled) job back on its queue."""
+    _fetch(job_id)
+    try:
+        requeue_job(job_id, connection=get_state().redis, serializer=JSONSerializer)
+    except InvalidJobOperation as exc:
+        raise ApiError(str(exc), status=409, code="conflict") from None
+    return _json({"status": "OK"})
+
+
+def requeue_all(queue_name: str) -> Any:
+    """Requeue every job of the queue's failed registry."""
+    conn = get_state().redis
+    registry = Queue(queue_name, connection=conn, serializer=JSONSerializer).failed_job_registry
+    count = 0
+    for job_id in registry.get_job_ids(cleanup=False):
+        try:
+            requeue_job(job_id, connection=conn, serializer=JSONSerializer)
+            count += 1
+        except (NoSuchJobError, InvalidJobOperation):
+            registry.remove(job_id)
+    return _json({"status": "OK", "count": count})
+
+
+def _registry(queue: Queue, name: str) -> BaseRegistry:
+    registries = {
+        "failed": queue.failed_job_registry,
+        "deferred": queue.deferred_job_registry,
+        "started": queue.started_job_registry,
+        "finished": queue.finished_job_registry,
+        "scheduled": queue.scheduled_job_registry,
+        "canceled": queue.canceled_job_registry,
+    }
+    if name not in registries:
+        raise NotFound(f"no registry {name!r}")
+    return registries[name]
+
+
+def empty_queue(queue_name: str, registry_name: str) -> Any:
+    """Delete every job of a queue (``queued``) or of one of its registries."""
+    queue = Queue(queue_name, connection=get_state().redis, serializer=JSONSerializer)
+    if registry_name == "queued":
+        count = queue.empty()
+        return _json({"status": "OK", "count": count})
+    registry = _registry(queue, registry_name)
+    count = 0
+    for job_id in registry.get_job_ids(cleanup=False):
+        job = queue.fetch_job(job_id)
+        if job is None:
+            registry.remove(job_id)
+        else:
+            job.delete()
+        count += 1
+    return _json({"status": "OK", "count": count})
+
+
+def job_info(instance_number: int, job_id: str) -> Any:
+    """One job as JSON (the shipped view assumes byte dependency ids)."""
+    job = _fetch(job_id)
+    latest = job.latest_result()
+    data: dict[str, Any] = {
+        "id": job.id,
+        "created_at": rq_web.serialize_date(job.created_at),
+        "enqueued_at": rq_web.serialize_date(job.enqueued_at),
+        "started_at": rq_web.serialize_date(job.started_at),
+        "ended_at": rq_web.serialize_date(job.ended_at),
+        "origin": job.origin,
+        "status": job.get_status(),
+        "result": job.return_value(),
+        "exc_info": latest.exc_string if latest else None,
+        "description": rq_web.format_job_description(job),
+        "metadata": current_app.json.dumps(job.get_meta()),
+    }
+    dependencies = [str(dep) for dep in job.dependency_ids]
+    if dependencies:
+        data["depends_on"] = dependencies
+        data["depends_on_status"] = [
+            "active" if job.connection.exists(Job.key_for(dep)) else "expired" for dep in dependencies
+        ]
+    return _json(data)
+
+
+def list_workers(instance_number: int) -> Any:
+    """Workers as JSON, reading their current jobs with the JSON serializer."""
+    workers = []
+    for worker in Worker.all(connection=get_state().redis, serializer=JSONSerializer):
+        try:
+            current = worker.get_current_job()
+        except NoSuchJobError:
+            current = None
+        workers.append(
+            {
+                "name": worker.name,
+                "pid": worker.pid,
+                "queues": [q.name for q in worker.queues],
+                "state": str(worker.get_state()),
+                "current_job": rq_web.serialize_current_job(current),
+                "last_heartbeat": worker.last_heartbeat,
+                "birth_date": worker.birth_date,
+                "successful_job_count": worker.successful_job_count,
+                "failed_job_count": worker.failed_job_count,
+                "total_working_time": worker.total_working_time,
+                "version": getattr(worker, "version", ""),
+                "python_version": getattr(worker, "python_version", ""),
+            }
+        )
+    workers.sort(key=lambda w: (w["state"], w["queues"], w["name"]))
+    return _json({"workers": workers})
+
+
+REPLACED = {
+    "job_view": job_view,
+    "delete_job_view": delete_job,
+    "requeue_job_view": requeue_one,
+    "requeue_all": requeue_all,
+    "empty_queue": empty_queue,
+    "job_info": job_info,
+    "list_workers": list_workers,
+}
+
+
+def init_dashboard(app: Flask) -> None:
+    """Mount rq-dashboard at :data:`URL_PREFIX` on ``app``'s Redis, behind :func:`check_access`."""
+    state = app.extensions["redis_archive"]
+    rq_web.config.serializer = JSONSerializer
+    app.config.setdefault("RQ_DASHBOARD_POLL_INTERVAL", 2500)
+    app.config["RQ_DASHBOARD_REDIS_URL"] = (describe(state.redis),)
+    app.config["RQ_DASHBOARD_DISABLE_DELETE"] = state.settings.dashboard_read_only
+    app.config["DASHBOARD_READ_ONLY"] = state.settings.dashboard_read_only
+    app.redis_conn = state.redis  # type: ignore[attr-defined]
+    app.register_blueprint(rq_web.blueprint, url_prefix=URL_PREFIX)
+    # The shipped hook opens a new client per request; ours uses the app's client.
+    app.before_request_funcs[BLUEPRINT] = [_guard_dashboard]
+    for name, view in REPLACED.items():
+        endpoint = f"{BLUEPRINT}.{name}"
+        if endpoint not in app.view_functions:
+            raise RuntimeError(f"rq-dashboard has no endpoint {endpoint}; check its version")
+        app.view_functions[endpoint] = view

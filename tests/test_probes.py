@@ -1,0 +1,104 @@
+"""POST /probes/<kind> enqueues on queue probe; a worker runs it; eviction-policy refusals at start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from rq import Queue, SimpleWorker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from producer import create_app
+from shared.exceptions import EvictionPolicyError
+from shared.settings import Settings
+
+from .servers import run_env, start_redis
+
+
+def run_probe(client: FlaskClient, r: Any, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = client.post(f"/probes/{kind}", json=body)
+    assert response.status_code == 202, response.get_json()
+    job_id = response.get_json()["jobId"]
+    queue = Queue("probe", connection=r, serializer=JSONSerializer)
+    assert job_id in queue.job_ids
+    SimpleWorker([queue], connection=r, serializer=JSONSerializer).work(burst=True)
+    job = Job.fetch(job_id, connection=r, serializer=JSONSerializer)
+    assert job.get_status() == "finished", job.latest_result()
+    result: dict[str, Any] = job.return_value()
+    shown = client.get(f"/jobs/{job_id}").get_json()
+    assert shown["status"] == "finished" and shown["result"] == result
+    return result
+
+
+def test_probe_jobs_over_http(client: FlaskClient, r: Any, worker_env: Any) -> None:
+    key = run_probe(client, r, "key", {"set": [{"key": "deps1:10", "value": '{"key1": 1, "key2": 2}'}]})
+    assert key["keys"][0]["memory_usage"] == 88
+    cap = run_probe(
+        client, r, "capacity", {"key_pattern": "key{i}", "value": "same_value", "maxmemory": 4 << 20}
+    )
+    assert cap["low"] <= cap["predicted_keys"] <= cap["high"] and cap["predicted_keys"] > 10000
+    swept = run_probe(client, r, "sweep", {"what": "value", "start": 1, "stop": 5})
+    assert [row["length"] for row in swept["rows"]] == [1, 2, 3, 4, 5]
+    watched = run_probe(client, r, "watch", {"count": 1})
+    assert watched["samples"][0]["maxmemory_policy"] == "noeviction"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"key_pattern": "key", "value": "v"},
+        {"key_pattern": "k{i}", "value": "v", "ttl": 0},
+        {"value": "v"},
+        {"key_pattern": "k{i}", "value": "v", "fill": True},
+    ],
+)
+def test_probe_validation(client: FlaskClient, r: Any, body: dict[str, Any]) -> None:
+    response = client.post("/probes/capacity", json=body)
+    assert response.status_code == 422
+    assert response.get_json()["error"]["fields"]
+    assert client.post("/probes/unknown", json={}).status_code == 404
+    assert r.llen("rq:queue:probe") == 0
+
+
+def test_app_and_worker_refuse_evicting_policy(tmp_path: Path) -> None:
+    server = start_redis(tmp_path / "lru", "--maxmemory-policy", "allkeys-lru")
+    try:
+        settings = Settings(redis_url=server.url, database_url=f"sqlite:///{tmp_path / 'db'}")
+        with pytest.raises(EvictionPolicyError, match="allkeys-lru"):
+            create_app({"SETTINGS": settings})
+        allowed = create_app({"SETTINGS": settings.with_overrides(allow_evicting_policy=True)})
+        state = allowed.extensions["redis_archive"]
+        state.engine.dispose()
+        state.redis.close()
+        argv = [
+            sys.executable,
+            "-m",
+            "rq.cli",
+            "worker",
+            "-c",
+            "consumer.settings",
+            "-S",
+            "json",
+            "--burst",
+            "probe",
+        ]
+        refused = subprocess.run(
+            argv, env=run_env(REDIS_URL=server.url), capture_output=True, text=True, timeout=60
+        )
+        assert refused.returncode == 78
+        assert "refusing to start the worker" in refused.stderr and "allkeys-lru" in refused.stderr
+        ok = subprocess.run(
+            argv,
+            env=run_env(REDIS_URL=server.url, ALLOW_EVICTING_POLICY="1"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ok.returncode == 0, ok.stderr
+    finally:
+        server.kill()
