@@ -167,9 +167,9 @@ class FailoverMixin:
             self._retrying(self.recover_job, job, queue)
             return None
 
-    def _finish_and_claim(self, pending: Any) -> Any:
+    def _finish_and_claim(self, *args: Any) -> Any:
         self._recover_cut_off()
-        return self._retrying(super()._finish_and_claim, pending)  # type: ignore[misc]
+        return self._retrying(super()._finish_and_claim, *args)  # type: ignore[misc]
 
     def _wait_for_work(self, max_idle_time: int | None, idle_since: float) -> None:
         self._retrying(super()._wait_for_work, max_idle_time, idle_since)  # type: ignore[misc]
