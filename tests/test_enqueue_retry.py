@@ -42,20 +42,19 @@ def app_factory() -> Iterator[Any]:
 
 
 @pytest.fixture
-def replica(redis_proc: RedisProc, tmp_path: Path) -> Iterator[RedisProc]:
-    """A replica of the session's redis-server, in sync."""
-    master = redis_proc.client()
-    master.config_set("repl-diskless-sync-delay", 0)
-    master.close()
-    server = start_redis(tmp_path / "replica", "--replicaof", "127.0.0.1", str(redis_proc.port))
+def pair(tmp_path: Path) -> Iterator[tuple[RedisProc, RedisProc]]:
+    """A private master and its replica, in sync (the session's server keeps no backlog)."""
+    master = start_redis(tmp_path / "master", "--repl-diskless-sync-delay", "0")
+    server = start_redis(tmp_path / "replica", "--replicaof", "127.0.0.1", str(master.port))
     client = server.client()
     deadline = time.monotonic() + 10
     while client.info("replication").get("master_link_status") != "up":
         assert time.monotonic() < deadline, "replica did not sync"
         time.sleep(0.05)
     client.close()
-    yield server
+    yield master, server
     server.kill()
+    master.kill()
 
 
 def _job_keys(client: redis.Redis) -> list[bytes]:
@@ -97,13 +96,16 @@ def test_enqueue_rides_out_a_restart_within_the_window(app_factory: Any, db_url:
 
 
 def test_a_read_only_replica_gets_503_and_no_job(
-    app_factory: Any, replica: RedisProc, db_url: str, r: redis.Redis
+    app_factory: Any, pair: tuple[RedisProc, RedisProc], db_url: str
 ) -> None:
+    master, replica = pair
     settings = Settings(redis_url=replica.url, database_url=db_url)
     client = app_factory(settings, enqueue_retry_seconds=0.3)
     response = client.post("/queue/members", json=MEMBER)
     assert response.status_code == 503
-    assert _job_keys(r) == []
+    check = master.client()
+    assert _job_keys(check) == []
+    check.close()
 
 
 def test_an_unanswered_write_is_retried_without_a_second_copy(
@@ -144,8 +146,10 @@ def test_durable_enqueue_without_replicas_is_refused_and_withdrawn(
 
 
 def test_durable_enqueue_answers_202_once_a_replica_has_the_job(
-    app_factory: Any, settings: Settings, r: redis.Redis, replica: RedisProc
+    app_factory: Any, pair: tuple[RedisProc, RedisProc], db_url: str
 ) -> None:
+    master, replica = pair
+    settings = Settings(redis_url=master.url, database_url=db_url)
     client = app_factory(settings, enqueue_min_replicas=1)
     response = client.post("/queue/members", json=MEMBER)
     assert response.status_code == 202
