@@ -436,6 +436,7 @@ class LiveStack:
     port: int
     redis_url: str
     env: dict[str, str]
+    log: Path
 
 
 @pytest.fixture(scope="module")
@@ -457,7 +458,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     init_db(engine)
     engine.dispose()
     log = (directory / "gunicorn.log").open("wb")
-    producer = procs.spawn(producer_argv("127.0.0.1", port, workers=2), env=env, stdout=log, stderr=log)
+    argv = producer_argv("127.0.0.1", port, workers=2)
+    argv[argv.index("--access-logfile") + 1] = "-"  # gunicorn's access log names the basic-auth user
+    producer = procs.spawn(argv, env=env, stdout=log, stderr=log)
     try:
         assert procs.wait_until(lambda: procs.port_open("127.0.0.1", port), 30), "gunicorn did not start"
         base = f"http://127.0.0.1:{port}"
@@ -476,7 +479,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
                     http.post(f"{base}/queue/members", json={"name": f"wait{i}", "age": 30}).status_code
                     == 202
                 )
-        yield LiveStack(base, port, server.url, env)
+        yield LiveStack(base, port, server.url, env, directory / "gunicorn.log")
     finally:
         procs.stop(producer, timeout=15)
         log.close()
@@ -533,13 +536,19 @@ def test_browser_logs_in_and_reads_queues_and_memory(live: LiveStack, browser: A
     assert not browser.find_elements(By.ID, "queues")
     assert "Redis Archive" not in browser.page_source
 
-    # Log in: basic-auth credentials, as the browser sends them after the login prompt.
+    # Log in: the credentials a user would type into the browser's basic-auth prompt.
     browser.get(f"http://admin:{PASSWORD}@127.0.0.1:{live.port}/dashboard/")
     row = wait.until(
         ec.presence_of_element_located(
             (By.XPATH, "//table[@id='queues']//tr[@data-role='queue'][td[1]='member']")
         )
     )
+    # Chromium met the 401 challenge and answered it with the credentials. gunicorn's access log
+    # has: remote, -, user, [time], "request", status, ..., "user agent".
+    answers = re.findall(
+        r' - (\S+) \[[^]]*\] "GET /dashboard/ HTTP/1.1" (\d+) .*HeadlessChrome', live.log.read_text()
+    )
+    assert answers[:3] == [("-", "401"), ("-", "401"), ("admin", "200")]
     cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
     # Queue, queued, deferred, scheduled, started, finished, failed, canceled.
     assert cells[0] == "member"
