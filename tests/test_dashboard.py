@@ -604,3 +604,46 @@ def test_non_ascii_secrets(settings: Settings) -> None:
         assert client.get("/dashboard/redis", headers=basic("admin", "passwort")).status_code == 401
     finally:
         close_app(app)
+
+
+def test_browser_requeues_deletes_and_empties(live: LiveStack, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    conn = redis.Redis.from_url(live.redis_url)
+    try:
+        queue = Queue(MEMBER_QUEUE, connection=conn, serializer=JSONSerializer)
+        options = job_options(Settings(job_attempts=1), "createMemberJob")
+        failed = queue.enqueue(CREATE_MEMBER_JOB, {"bad": True}, at_front=True, **options)
+        SimpleWorker([queue], connection=conn, serializer=JSONSerializer).work(burst=True, max_jobs=1)
+        assert queue.failed_job_registry.get_job_ids() == [failed.id]
+        waiting = queue.get_job_ids()
+        assert len(waiting) == 3
+        wait = WebDriverWait(browser, 20)
+
+        def confirm() -> None:
+            wait.until(ec.element_to_be_clickable((By.ID, "confirmation-modal-yes"))).click()
+
+        def settle(check: Any) -> None:
+            assert procs.wait_until(check, 10), "the page's action did not reach Redis"
+
+        prefix = f"http://admin:{PASSWORD}@127.0.0.1:{live.port}/dashboard/0/view/jobs/member"
+        browser.get(f"{prefix}/failed/8/asc/1")
+        row = f"//tr[@data-job-id='{failed.id}']"
+        wait.until(ec.element_to_be_clickable((By.XPATH, f"{row}//a[@data-role='requeue-job-btn']"))).click()
+        settle(lambda: queue.get_job_ids()[-1:] == [failed.id])
+        assert queue.failed_job_registry.count == 0
+
+        browser.get(f"{prefix}/queued/8/asc/1")
+        row = f"//tr[@data-job-id='{waiting[0]}']"
+        wait.until(ec.element_to_be_clickable((By.XPATH, f"{row}//a[@data-role='delete-job-btn']"))).click()
+        confirm()
+        settle(lambda: not conn.exists(Job.key_for(waiting[0])))
+        assert queue.get_job_ids() == [*waiting[1:], failed.id]
+
+        browser.find_element(By.ID, "empty-btn").click()
+        confirm()
+        settle(lambda: queue.count == 0)
+    finally:
+        conn.close()
