@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from redis import Redis
+from redis import Connection, ConnectionPool, Redis, SSLConnection
 from redis.exceptions import RedisError, ResponseError
 
 from .exceptions import ArchiveError, EvictionPolicyError
@@ -51,17 +51,28 @@ def check_queue_policy(conn: Redis, *, allow: bool = False) -> str | None:
     raise EvictionPolicyError(message)
 
 
+def own_pool(conn: Redis, db: int | None = None, max_connections: int | None = None) -> ConnectionPool:
+    """A new pool to ``conn``'s server (the current master, under Sentinel), optionally on ``db``."""
+    pool = conn.connection_pool
+    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "connection_pool"}
+    connection_class = pool.connection_class
+    master = getattr(pool, "get_master_address", None)
+    if master is not None:
+        # A Sentinel pool: connect straight to the master it names now.
+        kwargs["host"], kwargs["port"] = master()
+        connection_class = SSLConnection if issubclass(connection_class, SSLConnection) else Connection
+    if db is not None:
+        kwargs["db"] = db
+    return ConnectionPool(connection_class=connection_class, max_connections=max_connections, **kwargs)
+
+
 def dedicated(conn: Redis) -> Redis:
     """A client on a new connection of its own to ``conn``'s server and database (close it when done).
 
     A fresh connection has a known history: its buffers are in the state the model expects,
     not shaped by whatever replies a pooled connection carried before.
     """
-    from redis import ConnectionPool
-
-    pool = conn.connection_pool
-    own = ConnectionPool(connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs)
-    return Redis(connection_pool=own, single_connection_client=True)
+    return Redis(connection_pool=own_pool(conn, max_connections=1), single_connection_client=True)
 
 
 def client_info(conn: Redis) -> dict[str, str]:

@@ -41,7 +41,7 @@ def sweep_chart(
     ax.step(
         lengths, [r["used_memory_delta"] for r in rows], where="post", label="used_memory growth (charged)"
     )
-    ax.plot(lengths, [r["length"] + (1 if what == "key" else 0) for r in rows], ":", label=f"{what} bytes")
+    ax.plot(lengths, [r["length"] + 1 for r in rows], ":", label="logical bytes (key + value)")
     ax.set_xlabel(f"{what} length (bytes)")
     ax.set_ylabel("bytes")
     ax.set_title(title or f"One string key: cost against {what} length")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from redis import ConnectionPool, Redis
+from redis import Redis
 
-from .memory import ProbeError, server_profile
+from .memory import ProbeError, own_pool, server_profile
 from .memory_model import key_breakdown
 
 logger = logging.getLogger(__name__)
@@ -15,9 +15,7 @@ logger = logging.getLogger(__name__)
 
 def scratch_client(conn: Redis, db: int) -> Redis:
     """A client of the same server on database ``db``."""
-    pool = conn.connection_pool
-    kwargs = {**pool.connection_kwargs, "db": db}
-    return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    return Redis(connection_pool=own_pool(conn, db=db))
 
 
 def _text(value: Any) -> str:

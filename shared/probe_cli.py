@@ -12,7 +12,7 @@ import click
 from redis import Redis
 from redis.exceptions import RedisError
 
-from .connections import redis_from_url
+from .connections import close_redis, get_redis, redis_from_url
 from .exceptions import ArchiveError
 from .memory_fill import capacity, sweep, watch
 from .memory_keys import probe_keys
@@ -28,9 +28,12 @@ def _connect(ctx: click.Context, url: str | None) -> Redis:
     from .cli import Context
 
     obj = ctx.ensure_object(Context)
-    target = url or obj.settings.redis_url
-    conn = redis_from_url(target, obj.settings, health_check_interval=0)
-    ctx.call_on_close(conn.close)
+    if url:
+        conn = redis_from_url(url, obj.settings, health_check_interval=0)
+    else:
+        # The queue's Redis: REDIS_URL, or the master the Sentinels name.
+        conn = get_redis(obj.settings, health_check_interval=0)
+    ctx.call_on_close(lambda: close_redis(conn))
     return conn
 
 
@@ -38,8 +41,8 @@ def _queue(ctx: click.Context) -> Redis | None:
     from .cli import Context
 
     obj = ctx.ensure_object(Context)
-    conn = redis_from_url(obj.settings.redis_url, obj.settings, socket_timeout=2, socket_connect_timeout=2)
-    ctx.call_on_close(conn.close)
+    conn = get_redis(obj.settings, socket_timeout=2, socket_connect_timeout=2)
+    ctx.call_on_close(lambda: close_redis(conn))
     return conn
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import runpy
 import signal
@@ -33,6 +34,7 @@ from shared.connections import (
 from shared.ha import HaCluster
 from shared.procs import free_port, port_open, spawn, stop, wait_until
 from shared.settings import Settings
+from shared.stack import Stack
 
 from .servers import REDIS_SERVER
 
@@ -141,6 +143,15 @@ def test_consumer_settings_module_gives_rq_a_sentinel_dict(
         assert conn.ping()
     finally:
         close_redis(conn)
+
+
+def test_cli_commands_reach_the_master_through_the_sentinels(cluster: HaCluster) -> None:
+    env = {**cluster.env(), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}  # a dead URL: unused
+    args = ["probe", "watch", "--count", "1", "--interval", "0.1", "--json"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    sample = json.loads(result.output.splitlines()[0])
+    assert sample["maxmemory_policy"] == "noeviction"
 
 
 class Interrupted(Exception):
@@ -305,3 +316,16 @@ def test_tls_to_the_sentinel_and_the_master(tls_files: Path) -> None:
         close_redis(conn)
         stop(sentinel)
         stop(master)
+
+
+def test_up_uses_the_sentinels_instead_of_a_private_redis(tmp_path: Path) -> None:
+    said: list[str] = []
+    stack = Stack(
+        redis_url=None,
+        data_dir=tmp_path,
+        say=said.append,
+        env={"REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "queue"},
+    )
+    assert stack._start_redis() is None
+    assert stack.redis is None
+    assert "master 'queue' through the Sentinels 127.0.0.1:26379" in said[0]

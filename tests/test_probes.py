@@ -30,6 +30,8 @@ def run_probe(client: FlaskClient, r: Any, kind: str, body: dict[str, Any]) -> d
     job = Job.fetch(job_id, connection=r, serializer=JSONSerializer)
     assert job.get_status() == "finished", job.latest_result()
     result: dict[str, Any] = job.return_value()
+    shown = client.get(f"/jobs/{job_id}").get_json()
+    assert shown["status"] == "finished" and shown["result"] == result
     return result
 
 
