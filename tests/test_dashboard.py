@@ -525,6 +525,20 @@ def test_without_credentials_the_page_answers_401(live: LiveStack) -> None:
     assert requests.get(live.base + "/dashboard/", auth=("admin", PASSWORD), timeout=10).status_code == 200
 
 
+def test_gunicorn_workers_run_the_stats_thread(live: LiveStack) -> None:
+    conn = redis.Redis.from_url(live.redis_url)
+    try:
+        # Enqueue latencies of the 8 POSTs, flushed by the workers' threads without a scrape.
+        def flushed() -> bool:
+            histogram = stats.histograms(conn, ENQUEUE_LATENCY_KEY).get(MEMBER_QUEUE)
+            return histogram is not None and histogram.count == 8
+
+        assert procs.wait_until(flushed, 10)
+        assert procs.wait_until(lambda: conn.zcard(MEMORY_SAMPLES_KEY) >= 2, 10)
+    finally:
+        conn.close()
+
+
 def test_browser_logs_in_and_reads_queues_and_memory(live: LiveStack, browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
