@@ -6,6 +6,8 @@ Both write the same member job (same callbacks, retry, TTLs, meta) to the same R
 from __future__ import annotations
 
 import argparse
+import logging
+import statistics
 
 from redis import Redis
 from rq import Queue
@@ -25,8 +27,8 @@ def payload(i: int) -> dict[str, object]:
     return {"name": f"member {i}", "age": i % 150, "email": None}
 
 
-def measure(redis_url: str, scale: float = 1.0) -> list[str]:
-    """The enqueue rows of the benchmark table."""
+def measure(redis_url: str, scale: float = 1.0, rounds: int = 3) -> list[str]:
+    """The enqueue rows of the benchmark table: medians of ``rounds`` interleaved runs."""
     n = int(5000 * scale)
     bulk_n = int(50000 * scale)
     conn = Redis.from_url(redis_url)
@@ -36,14 +38,11 @@ def measure(redis_url: str, scale: float = 1.0) -> list[str]:
     queue = Queue(MEMBER_QUEUE, connection=conn, serializer=JSONSerializer)
     options = job_options(settings, CREATE_MEMBER_JOB_NAME)
 
-    def best(fn: object, repeat: int = 3) -> float:
-        times = []
-        for _ in range(repeat):
-            conn.flushall()
-            with Stopwatch() as sw:
-                fn()  # type: ignore[operator]
-            times.append(sw.seconds)
-        return min(times)
+    def timed(fn: object) -> float:
+        conn.flushall()
+        with Stopwatch() as sw:
+            fn()  # type: ignore[operator]
+        return sw.seconds
 
     def stock_one() -> None:
         for i in range(n):
@@ -67,35 +66,39 @@ def measure(redis_url: str, scale: float = 1.0) -> list[str]:
             batch = [(payload(i),) for i in range(start, min(bulk_n, start + 1000))]
             enqueue_many(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, batch)
 
-    import logging
-
     logging.getLogger("producer").setLevel(logging.WARNING)
-    stock_rate = n / best(stock_one)
-    ours_rate = n / best(ours_one)
-    stock_bulk_rate = bulk_n / best(stock_bulk)
-    ours_bulk_rate = bulk_n / best(ours_bulk)
+    runs: dict[str, list[float]] = {}
+    with bull.bull() as modules:
+        # Interleaved rounds, medians: the machine's load changes from minute to minute.
+        for _ in range(rounds):
+            runs.setdefault("stock", []).append(n / timed(stock_one))
+            runs.setdefault("ours", []).append(n / timed(ours_one))
+            runs.setdefault("stock_bulk", []).append(bulk_n / timed(stock_bulk))
+            runs.setdefault("ours_bulk", []).append(bulk_n / timed(ours_bulk))
+            if modules is not None:
+                conn.flushall()
+                runs.setdefault("add", []).append(bull.run(modules, "add", redis_url, n))
+                conn.flushall()
+                runs.setdefault("add_bulk", []).append(bull.run(modules, "addBulk", redis_url, bulk_n))
+    m = {key: statistics.median(values) for key, values in runs.items()}
+    stock_rate, ours_rate = m["stock"], m["ours"]
+    stock_bulk_rate, ours_bulk_rate = m["stock_bulk"], m["ours_bulk"]
+    one, bulk = "enqueue one by one, in process", "bulk enqueue, batches of 1,000"
     rows = [
+        row(one, f"{ours_rate:,.0f}/s", f"{stock_rate:,.0f}/s `Queue.enqueue`", ours_rate / stock_rate),
         row(
-            "enqueue one by one, in process",
-            f"{ours_rate:,.0f}/s",
-            f"{stock_rate:,.0f}/s Queue.enqueue",
-            ours_rate / stock_rate,
-        ),
-        row(
-            "bulk enqueue (batches of 1,000)",
+            bulk,
             f"{ours_bulk_rate:,.0f}/s",
-            f"{stock_bulk_rate:,.0f}/s enqueue_many",
+            f"{stock_bulk_rate:,.0f}/s `enqueue_many`",
             ours_bulk_rate / stock_bulk_rate,
         ),
     ]
-    with bull.bull() as modules:
-        if modules is not None:
-            conn.flushall()
-            add = max(bull.run(modules, "add", redis_url, n) for _ in range(3))
-            conn.flushall()
-            add_bulk = max(bull.run(modules, "addBulk", redis_url, bulk_n) for _ in range(3))
-            rows.append(row("", "", f"{add:,.0f}/s Bull v4 add", ours_rate / add))
-            rows.append(row("", "", f"{add_bulk:,.0f}/s Bull v4 addBulk", ours_bulk_rate / add_bulk))
+    if "add" in m:
+        rows.insert(
+            1, row(one, f"{ours_rate:,.0f}/s", f"{m['add']:,.0f}/s Bull v4 `add`", ours_rate / m["add"])
+        )
+        bull_bulk = f"{m['add_bulk']:,.0f}/s Bull v4 `addBulk`"
+        rows.append(row(bulk, f"{ours_bulk_rate:,.0f}/s", bull_bulk, ours_bulk_rate / m["add_bulk"]))
     engine.dispose()
     conn.close()
     return rows

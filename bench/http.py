@@ -11,6 +11,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,35 +53,50 @@ def _serve(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[
     return proc
 
 
-def measure(redis_url: str, seconds: int = 10) -> list[str]:
-    """The HTTP rows of the benchmark table."""
+def measure(redis_url: str, seconds: int = 10, rounds: int = 3) -> list[str]:
+    """The HTTP rows of the benchmark table: medians of ``rounds`` interleaved wrk runs."""
     if shutil.which("wrk") is None:
         return [row("HTTP POST /queue/members", "(wrk missing: apt-get install wrk)", "")]
     conn = Redis.from_url(redis_url)
-    results = {}
+    results: dict[str, list[tuple[float, float]]] = {"ours": [], "baseline": []}
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(
             os.environ, REDIS_URL=redis_url, DATABASE_URL=f"sqlite:///{tmp}/bench.db", LOG_LEVEL="WARNING"
         )
         env["PYTHONPATH"] = str(ROOT)
-        port = procs.free_port()
-        baseline_argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
-        baseline_argv += ["--access-logfile", "/dev/null", "bench.baseline_app:create_app()"]
-        for name, argv in (("baseline", baseline_argv), ("ours", producer_argv("127.0.0.1", port))):
-            conn.flushall()
-            proc = _serve(argv, env, port)
-            try:
+        ports = {"ours": procs.free_port(), "baseline": procs.free_port()}
+        baseline_argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{ports['baseline']}"]
+        baseline_argv += [
+            "--workers",
+            "2",
+            "--access-logfile",
+            "/dev/null",
+            "bench.baseline_app:create_app()",
+        ]
+        servers = [
+            _serve(baseline_argv, env, ports["baseline"]),
+            _serve(producer_argv("127.0.0.1", ports["ours"]), env, ports["ours"]),
+        ]
+        try:
+            for port in ports.values():
                 _wrk(f"http://127.0.0.1:{port}/queue/members", 2)  # warm-up
-                results[name] = _wrk(f"http://127.0.0.1:{port}/queue/members", seconds)
-            finally:
-                procs.stop(proc)
+            for _ in range(rounds):
+                for name, port in ports.items():
+                    conn.flushall()
+                    results[name].append(_wrk(f"http://127.0.0.1:{port}/queue/members", seconds))
+        finally:
+            for server in servers:
+                procs.stop(server)
     conn.close()
-    (ours, ours_p99), (base, base_p99) = results["ours"], results["baseline"]
+    ours = statistics.median(rate for rate, _ in results["ours"])
+    ours_p99 = statistics.median(p99 for _, p99 in results["ours"])
+    base = statistics.median(rate for rate, _ in results["baseline"])
+    base_p99 = statistics.median(p99 for _, p99 in results["baseline"])
     return [
         row(
-            "HTTP POST /queue/members (wrk, 16 connections)",
-            f"{ours:,.0f} req/s, p99 {ours_p99:.1f} ms",
-            f"{base:,.0f} req/s, p99 {base_p99:.1f} ms stock Flask+RQ, gunicorn 2 sync workers",
+            "HTTP `POST /queue/members`, wrk, 16 connections",
+            f"{ours:,.0f} req/s, p99 {ours_p99:.0f} ms",
+            f"{base:,.0f} req/s, p99 {base_p99:.0f} ms: Flask + `Queue.enqueue`, gunicorn 2 sync workers",
             ours / base,
         )
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,9 @@ def fill(conn: Redis, n: int) -> list[str]:
     return ids
 
 
-def process(redis_url: str, worker_class: str, n: int, processes: int = 1, concurrency: int = 1) -> float:
+def process(
+    redis_url: str, worker_class: str, n: int, processes: int = 1, concurrency: int = 1, batch: int = 1
+) -> float:
     """Jobs per second of ``processes`` burst workers of ``worker_class`` on ``n`` trivial jobs."""
     conn = Redis.from_url(redis_url)
     conn.flushall()
@@ -50,6 +53,7 @@ def process(redis_url: str, worker_class: str, n: int, processes: int = 1, concu
         REDIS_URL=redis_url,
         PYTHONPATH=str(ROOT),
         WORKER_CONCURRENCY=str(concurrency),
+        WORKER_BATCH=str(batch),
         LOG_LEVEL="INFO",
     )
     argv = [sys.executable, "-m", "rq.cli", "worker", "-c", "consumer.settings", "-S", "json"]
@@ -70,36 +74,52 @@ def process(redis_url: str, worker_class: str, n: int, processes: int = 1, concu
     return n / (last - first).total_seconds()
 
 
-def measure(redis_url: str, scale: float = 1.0) -> list[str]:
-    """The processing rows of the benchmark table."""
-    n_ours = int(20000 * scale)
-    simple = process(redis_url, STOCK_SIMPLE, int(3000 * scale))
-    fork = process(redis_url, STOCK_FORK, int(300 * scale))
-    ours = process(redis_url, OURS, n_ours)
-    ours2 = process(redis_url, OURS, n_ours, processes=2)
+def measure(redis_url: str, scale: float = 1.0, rounds: int = 3) -> list[str]:
+    """The processing rows of the benchmark table: medians of ``rounds`` interleaved runs."""
+    n = int(10000 * scale)
+    runs: dict[str, list[float]] = {}
+
+    def record(key: str, rate: float) -> None:
+        runs.setdefault(key, []).append(rate)
+
+    with bull.bull() as modules:
+        for _ in range(rounds):
+            record("simple", process(redis_url, STOCK_SIMPLE, int(2000 * scale)))
+            record("fork", process(redis_url, STOCK_FORK, int(200 * scale)))
+            record("ours", process(redis_url, OURS, n))
+            record("ours2", process(redis_url, OURS, n, processes=2))
+            record("ours_b", process(redis_url, OURS, n, batch=50))
+            record("ours2_b", process(redis_url, OURS, n, processes=2, batch=50))
+            if modules is not None:
+                Redis.from_url(redis_url).flushall()
+                record("b1", bull.run(modules, "process", redis_url, n, 1))
+                record("b50", bull.run(modules, "process", redis_url, n, 50))
+    m = {key: statistics.median(values) for key, values in runs.items()}
+    one = "trivial jobs, 1 worker process"
+    simple = f"{m['simple']:,.0f}/s `SimpleWorker`"
     rows = [
+        row(one, f"{m['ours']:,.0f}/s", simple, m["ours"] / m["simple"]),
         row(
-            "process trivial jobs, 1 worker process",
-            f"{ours:,.0f}/s",
-            f"{simple:,.0f}/s SimpleWorker",
-            ours / simple,
-        ),
-        row("", "", f"{fork:,.0f}/s default Worker (fork per job)", ours / fork),
-        row(
-            "process trivial jobs, 2 worker processes",
-            f"{ours2:,.0f}/s",
-            f"{2 * simple:,.0f}/s 2x SimpleWorker (est.)",
+            one,
+            f"{m['ours']:,.0f}/s",
+            f"{m['fork']:,.0f}/s default `Worker` (fork per job)",
+            m["ours"] / m["fork"],
         ),
     ]
-    with bull.bull() as modules:
-        if modules is not None:
-            conn = Redis.from_url(redis_url)
-            conn.flushall()
-            conn.close()
-            b1 = bull.run(modules, "process", redis_url, n_ours, 1)
-            b50 = bull.run(modules, "process", redis_url, n_ours, 50)
-            rows.append(row("", "", f"{b1:,.0f}/s Bull v4 concurrency 1", ours / b1, "1 process"))
-            rows.append(row("", "", f"{b50:,.0f}/s Bull v4 concurrency 50", ours2 / b50, "ours: 2 processes"))
+    if "b1" in m:
+        rows.append(
+            row(one, f"{m['ours']:,.0f}/s", f"{m['b1']:,.0f}/s Bull v4, concurrency 1", m["ours"] / m["b1"])
+        )
+    batch = f"{one}, `WORKER_BATCH=50`"
+    rows.append(row(batch, f"{m['ours_b']:,.0f}/s", simple, m["ours_b"] / m["simple"]))
+    two = "trivial jobs, 2 worker processes"
+    rows.append(row(two, f"{m['ours2']:,.0f}/s", f"{simple} (1 process)", m["ours2"] / m["simple"]))
+    two_b = f"{two}, `WORKER_BATCH=50`"
+    if "b50" in m:
+        bull50 = f"{m['b50']:,.0f}/s Bull v4, 1 process, concurrency 50"
+        rows.append(row(two_b, f"{m['ours2_b']:,.0f}/s", bull50, m["ours2_b"] / m["b50"]))
+    else:
+        rows.append(row(two_b, f"{m['ours2_b']:,.0f}/s", ""))
     return rows
 
 

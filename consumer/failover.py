@@ -62,6 +62,8 @@ class FailoverMixin:
         elif self.master_timeout is None:
             self.master_timeout = get_settings().worker_master_timeout
         self.failovers = 0
+        self._cut_off: list[Job] = []
+        self._cut_off_lock = threading.Lock()
 
     @property
     def _in_horse(self) -> bool:
@@ -159,19 +161,41 @@ class FailoverMixin:
             return super()._execute(job, queue, execution)  # type: ignore[misc]
         except UNAVAILABLE_ERRORS as exc:
             if threading.current_thread() is not threading.main_thread():
-                raise
+                self._cut_off_in_thread(job, exc)
+                return None
             self.wait_for_master(exc)
             self._retrying(self.recover_job, job, queue)
             return None
 
-    def _finish_and_claim(self, pending: Any) -> Any:
-        return self._retrying(super()._finish_and_claim, pending)  # type: ignore[misc]
+    def _finish_and_claim(self, *args: Any) -> Any:
+        self._recover_cut_off()
+        return self._retrying(super()._finish_and_claim, *args)  # type: ignore[misc]
 
     def _wait_for_work(self, max_idle_time: int | None, idle_since: float) -> None:
         self._retrying(super()._wait_for_work, max_idle_time, idle_since)  # type: ignore[misc]
 
     def _flush(self, pending: Any) -> None:
-        self._retrying(super()._flush, pending)  # type: ignore[misc]
+        try:
+            self._retrying(super()._flush, pending)  # type: ignore[misc]
+        except UNAVAILABLE_ERRORS as exc:
+            # Only a job thread gets here: the main thread waits inside _retrying.
+            self._cut_off_in_thread(pending.job, exc)
+
+    def _cut_off_in_thread(self, job: Job, error: BaseException) -> None:
+        """A job thread lost the master mid-job: the main thread recovers the job later."""
+        self.log.warning("Worker %s: job %s cut off by a lost master (%s)", self.name, job.id, error)
+        with self._cut_off_lock:
+            self._cut_off.append(job)
+
+    def _recover_cut_off(self) -> None:
+        """Recover the jobs job threads could not finish (main thread, master reachable or waited for)."""
+        while self._cut_off:
+            with self._cut_off_lock:
+                job = self._cut_off.pop()
+            queue = self.queue_class(
+                job.origin, connection=self.connection, job_class=self.job_class, serializer=self.serializer
+            )
+            self._retrying(self.recover_job, job, queue)
 
     def register_birth(self) -> None:
         """Wait for a master at start-up instead of crashing."""
@@ -249,7 +273,11 @@ class FailoverMixin:
             pipe.lrem(queue.intermediate_queue_key, 0, job.id)
             pipe.execute()
         self.log.warning(
-            "Worker %s: job %s (%s) put back on %s after the failover", self.name, job.id, status, queue.name
+            "Worker %s: job %s (%s) put back on %s after the failover",
+            self.name,
+            job.id,
+            status.value,
+            queue.name,
         )
         return True
 

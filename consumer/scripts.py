@@ -8,20 +8,20 @@ so ``rq info``, the dashboard and RQ's own maintenance read the same data model.
 from __future__ import annotations
 
 #: KEYS: queue keys in priority order. ARGV: worker name, worker key, now (RQ date string),
-#: now (unix seconds), execution id, ttl for jobs without a timeout.
-#: Pops the first job id whose hash still exists and marks it started, like
-#: ``prepare_execution`` + ``prepare_job_execution`` of a stock worker.
-#: Returns ``{queue_key, job_id, ttl, field, value, ...}`` (the hash as read before the
-#: status change) or nil when every queue is empty.
+#: now (unix seconds), execution id prefix, ttl for jobs without a timeout, most jobs to claim.
+#: Pops job ids whose hashes still exist and marks each started, like ``prepare_execution`` +
+#: ``prepare_job_execution`` of a stock worker. Returns one ``{queue_key, job_id, execution_id,
+#: ttl, field, value, ...}`` per claimed job (the hash as read before the status change).
 CLAIM = """
 local worker = ARGV[1]
 local wkey = ARGV[2]
 local now_str = ARGV[3]
 local now = tonumber(ARGV[4])
-local exec_id = ARGV[5]
 local default_ttl = tonumber(ARGV[6])
+local wanted = tonumber(ARGV[7])
+local claimed = {}
 for _, qkey in ipairs(KEYS) do
-  while true do
+  while #claimed < wanted do
     local job_id = redis.call('LPOP', qkey)
     if not job_id then break end
     local jkey = 'rq:job:' .. job_id
@@ -35,6 +35,8 @@ for _, qkey in ipairs(KEYS) do
       if not origin or origin == '' then origin = string.sub(qkey, 10) end
       local ttl
       if timeout == '-1' then ttl = default_ttl else ttl = (tonumber(timeout) or default_ttl) + 60 end
+      local exec_id = ARGV[5]
+      if #claimed > 0 then exec_id = exec_id .. string.format('%04x', #claimed) end
       local comp = job_id .. ':' .. exec_id
       local ekey = 'rq:execution:' .. comp
       redis.call('HSET', ekey, 'id', exec_id, 'job_id', job_id, 'created_at', ARGV[4],
@@ -52,25 +54,29 @@ for _, qkey in ipairs(KEYS) do
       redis.call('HSET', jkey, 'last_heartbeat', now_str, 'status', 'started', 'started_at', now_str,
                  'worker_name', worker)
       redis.call('PERSIST', jkey)
-      local out = {qkey, job_id, ttl}
+      local out = {qkey, job_id, exec_id, ttl}
       for i = 1, #data do out[#out + 1] = data[i] end
-      return out
+      claimed[#claimed + 1] = out
     end
   end
 end
-return nil
+return claimed
 """
 
 #: ARGV: job id, execution id, worker name, worker key, origin, started_at, ended_at (RQ date
 #: strings), now (unix seconds), result ttl, working seconds, then the result stream's
 #: field/value pairs. Mirrors a stock worker's ``handle_job_success`` for a job without
 #: dependents and with a non-zero result ttl; returns 0 without writing anything when the job
-#: has dependents (the caller then takes RQ's own path), 1 when done.
+#: has dependents (the caller then takes RQ's own path), 1 when done or done before (its
+#: execution is gone: a retried call, or recovery took the job over).
 FINISH = """
 local job_id, exec_id, worker, wkey, origin = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local started, ended, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local ttl = tonumber(ARGV[9])
 local jkey = 'rq:job:' .. job_id
+local comp = job_id .. ':' .. exec_id
+-- Written already (a retry after a lost reply), or taken over by recovery: nothing to do.
+if redis.call('EXISTS', 'rq:execution:' .. comp) == 0 then return 1 end
 if redis.call('SCARD', jkey .. ':dependents') > 0 then return 0 end
 redis.call('HINCRBY', wkey, 'successful_job_count', 1)
 redis.call('HINCRBYFLOAT', wkey, 'total_working_time', ARGV[10])
@@ -91,7 +97,6 @@ else
   redis.call('EXPIRE', jkey .. ':dependents', ttl)
   redis.call('EXPIRE', jkey .. ':dependencies', ttl)
 end
-local comp = job_id .. ':' .. exec_id
 redis.call('DEL', 'rq:execution:' .. comp)
 redis.call('ZREM', 'rq:wip:' .. origin, comp)
 redis.call('ZREM', 'rq:executions:' .. job_id, exec_id)

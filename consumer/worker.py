@@ -50,8 +50,8 @@ from rq.job import UNSERIALIZABLE_RETURN_VALUE_PAYLOAD, Job, JobStatus, Retry
 from rq.queue import Queue
 from rq.results import Result
 from rq.suspension import is_suspended
-from rq.timeouts import JobTimeoutException, TimerDeathPenalty
-from rq.utils import utcformat
+from rq.timeouts import JobTimeoutException, TimerDeathPenalty, UnixSignalDeathPenalty
+from rq.utils import utcformat, utcparse
 from rq.worker import SimpleWorker
 from rq.worker.base import DequeueStrategy, WorkerStatus
 
@@ -84,19 +84,74 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _fmt(moment: datetime) -> str:
+    """RQ's ``utcformat`` (``%Y-%m-%dT%H:%M:%S.%fZ``) without ``strftime``'s cost."""
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+class AlarmDeathPenalty(UnixSignalDeathPenalty):
+    """RQ's SIGALRM job timeout, with its handler installed once instead of twice per job."""
+
+    _current: AlarmDeathPenalty | None = None
+
+    def setup_death_penalty(self) -> None:
+        """Arm the alarm for this penalty's timeout."""
+        # Reading the handler is cheap; other code (RQ's own penalty) may have replaced it.
+        if signal.getsignal(signal.SIGALRM) is not _alarm_handler:
+            signal.signal(signal.SIGALRM, _alarm_handler)
+        AlarmDeathPenalty._current = self
+        signal.alarm(self._timeout)
+
+    def cancel_death_penalty(self) -> None:
+        """Disarm the alarm."""
+        signal.alarm(0)
+        AlarmDeathPenalty._current = None
+
+
+def _alarm_handler(signum: int, frame: FrameType | None) -> None:
+    current = AlarmDeathPenalty._current
+    if current is not None:
+        current.handle_death_penalty(signum, frame)
+
+
+def _parse_date(raw: bytes) -> datetime:
+    """RQ's timestamp format (``2026-01-02T03:04:05.678901Z``), parsed as RQ's ``utcparse`` does."""
+    try:
+        return datetime.fromisoformat(raw.decode()).astimezone(UTC)
+    except ValueError:
+        return utcparse(raw.decode())
+
+
+def _restore(job: Job, data: dict[bytes, bytes]) -> None:
+    """``job.restore(data)``, with the two dates every queued job has parsed cheaply."""
+    created = data.pop(b"created_at", None)
+    enqueued = data.pop(b"enqueued_at", None)
+    job.restore(data)
+    if created:
+        job.created_at = _parse_date(created)
+    if enqueued:
+        job.enqueued_at = _parse_date(enqueued)
+
+
 class FastWorkerBase(SimpleWorker):
     """An RQ worker that claims and finishes each job in one round trip, without forking."""
 
     #: Seconds between suspension checks (stock RQ checks before every job).
     suspension_check_interval = 1.0
 
-    def __init__(self, *args: Any, concurrency: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, concurrency: int | None = None, batch: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         settings = get_settings()
         self.concurrency = max(1, concurrency if concurrency is not None else settings.worker_concurrency)
+        #: Jobs claimed per round trip in main-thread mode (``WORKER_BATCH``); see the README.
+        self.batch = max(1, batch if batch is not None else settings.worker_batch)
         if self.concurrency > 1:
             # SIGALRM reaches the main thread only; a timer thread times out jobs on the pool threads.
             self.death_penalty_class = TimerDeathPenalty
+        elif self.death_penalty_class is UnixSignalDeathPenalty:
+            self.death_penalty_class = AlarmDeathPenalty
         self.heartbeat_timeout = float(settings.heartbeat_timeout)
         self.beat_interval = min(3.0, self.heartbeat_timeout / 5)
         self._claim_sha = ""
@@ -169,7 +224,7 @@ class FastWorkerBase(SimpleWorker):
 
     def _run(self, burst: bool, max_jobs: int | None, max_idle_time: int | None) -> int:
         completed = 0
-        pending: _Pending | None = None
+        pending: list[_Pending] = []
         idle_since = time.monotonic()
         try:
             while True:
@@ -177,11 +232,12 @@ class FastWorkerBase(SimpleWorker):
                     if self._loop_checks(burst):
                         logger.info("Worker %s: stopping on request", self.name)
                         break
-                    # Busy before the claim: a SIGTERM arriving now waits for the job.
+                    # Busy before the claim: a SIGTERM arriving now waits for the jobs.
                     self._state = WorkerStatus.BUSY
-                    claimed = self._finish_and_claim(pending)
-                    pending = None
-                    if claimed is None:
+                    wanted = self.batch if max_jobs is None else max(1, min(self.batch, max_jobs - completed))
+                    claimed = self._finish_and_claim(pending, wanted)
+                    pending = []
+                    if not claimed:
                         if burst:
                             logger.info("Worker %s: done, quitting", self.name)
                             break
@@ -190,9 +246,12 @@ class FastWorkerBase(SimpleWorker):
                             break
                         self._wait_for_work(max_idle_time, idle_since)
                         continue
-                    job, queue, execution = claimed
-                    pending = self._execute(job, queue, execution)
-                    completed += 1
+                    # Every claimed job is started already: run them all, even when asked to stop.
+                    for job, queue, execution in claimed:
+                        done = self._execute(job, queue, execution)
+                        if done is not None:
+                            pending.append(done)
+                        completed += 1
                     idle_since = time.monotonic()
                     if max_jobs is not None and completed >= max_jobs:
                         logger.info("Worker %s: finished executing %d jobs, quitting", self.name, completed)
@@ -206,8 +265,8 @@ class FastWorkerBase(SimpleWorker):
                     logger.error("Worker %s: Redis unreachable (%s); retrying in 1s", self.name, exc)
                     time.sleep(1)
         finally:
-            if pending is not None:
-                self._flush(pending)
+            for done in pending:
+                self._flush(done)
         return completed
 
     def _run_threaded(self, burst: bool, max_jobs: int | None, max_idle_time: int | None) -> int:
@@ -224,11 +283,11 @@ class FastWorkerBase(SimpleWorker):
                     in_flight = self._in_flight
                     self._state = WorkerStatus.BUSY
                     try:
-                        claimed = self._finish_and_claim(None)
+                        claimed = self._finish_and_claim([], 1)
                     except BaseException:
                         self._slots.release()
                         raise
-                    if claimed is None:
+                    if not claimed:
                         self._slots.release()
                         if burst:
                             if not in_flight:
@@ -241,7 +300,7 @@ class FastWorkerBase(SimpleWorker):
                         continue
                     with self._in_flight_lock:
                         self._in_flight += 1
-                    pool.submit(self._execute_in_thread, *claimed)
+                    pool.submit(self._execute_in_thread, *claimed[0])
                     completed += 1
                     idle_since = time.monotonic()
                     if max_jobs is not None and completed >= max_jobs:
@@ -269,56 +328,61 @@ class FastWorkerBase(SimpleWorker):
 
     # -- claiming -------------------------------------------------------------------------------
 
-    def _finish_and_claim(self, pending: _Pending | None) -> tuple[Job, Queue, Execution] | None:
-        """Write ``pending``'s success and claim the next job, in one round trip."""
+    def _finish_and_claim(self, pending: list[_Pending], wanted: int) -> list[tuple[Job, Queue, Execution]]:
+        """Write ``pending``'s successes and claim up to ``wanted`` jobs, in one round trip."""
         if self._stop_requested:
-            if pending is not None:
-                self._flush(pending)
-            return None
+            for done in pending:
+                self._flush(done)
+            return []
         now = _now()
-        exec_id = uuid4().hex
+        stamp = _fmt(now)
         queues = self._ordered_queues
         claim = [len(queues), *(q.key for q in queues)]
-        claim += [self.name, self.key, utcformat(now), repr(now.timestamp()), exec_id, DEFAULT_WORKER_TTL]
+        claim += [self.name, self.key, stamp, repr(now.timestamp()), uuid4().hex, DEFAULT_WORKER_TTL, wanted]
         if not self._claim_sha:
             self._load_scripts()
         while True:
             try:
-                if pending is None:
+                if not pending:
                     raw = self.connection.evalsha(self._claim_sha, *claim)
                 else:
                     with self.connection.pipeline(transaction=False) as pipe:
-                        pipe.evalsha(self._finish_sha, 0, *pending.args)
+                        for done in pending:
+                            pipe.evalsha(self._finish_sha, 0, *done.args)
                         pipe.evalsha(self._claim_sha, *claim)
-                        finished, raw = pipe.execute()
-                    self._after_finish(pending, bool(finished))
+                        *finished, raw = pipe.execute()
+                    for done, ok in zip(pending, finished, strict=True):
+                        self._after_finish(done, bool(ok))
+                    if not raw and not all(finished):
+                        # RQ's path just enqueued dependents the claim could not see yet.
+                        pending = []
+                        continue
                 break
             except redis.exceptions.NoScriptError:
-                # Redis restarted or flushed its scripts; neither script ran.
+                # Redis restarted or flushed its scripts; none of them ran.
                 self._load_scripts()
-        if raw is None:
-            return None
-        queue_key = raw[0].decode()
-        job_id = raw[1].decode()
-        self._busy_ttl = int(raw[2])
-        data = dict(zip(raw[3::2], raw[4::2], strict=True))
-        # The worker's serializer is resolved already; resolving it again per job costs a
-        # Protocol isinstance check.
-        job = self.job_class(job_id, connection=self.connection)
-        job.serializer = self.serializer
-        job.restore(data)
-        started = datetime.fromisoformat(utcformat(now)[:-1]).replace(tzinfo=UTC)
-        job.worker_name = self.name
-        job.last_heartbeat = job.started_at = started
-        job._status = JobStatus.STARTED
-        queue = next(q for q in queues if q.key == queue_key)
-        execution = Execution(exec_id, job_id, self.connection, worker_name=self.name)
-        execution.created_at = execution.last_heartbeat = now
-        execution._job = job
-        self.executions[exec_id] = execution
-        self.reorder_queues(reference_queue=queue)
-        logger.debug("Worker %s: %s: %s (%s)", self.name, queue.name, job.description, job.id)
-        return job, queue, execution
+        started = datetime.fromisoformat(stamp[:-1]).replace(tzinfo=UTC)
+        claimed = []
+        for item in raw or []:
+            queue_key, job_id, exec_id = (part.decode() for part in item[:3])
+            self._busy_ttl = max(self._busy_ttl, int(item[3]))
+            # The worker's serializer is resolved already; resolving it again per job costs a
+            # Protocol isinstance check.
+            job = self.job_class(job_id, connection=self.connection)
+            job.serializer = self.serializer
+            _restore(job, dict(zip(item[4::2], item[5::2], strict=True)))
+            job.worker_name = self.name
+            job.last_heartbeat = job.started_at = started
+            job._status = JobStatus.STARTED
+            queue = next(q for q in queues if q.key == queue_key)
+            execution = Execution(exec_id, job_id, self.connection, worker_name=self.name)
+            execution.created_at = execution.last_heartbeat = now
+            execution._job = job
+            self.executions[exec_id] = execution
+            self.reorder_queues(reference_queue=queue)
+            logger.debug("Worker %s: %s: %s (%s)", self.name, queue.name, job.description, job.id)
+            claimed.append((job, queue, execution))
+        return claimed
 
     def _wait_for_work(self, max_idle_time: int | None, idle_since: float) -> None:
         """Block until a queue holds a job, without taking it (so nothing is lost if we die)."""
@@ -411,8 +475,8 @@ class FastWorkerBase(SimpleWorker):
             self.name,
             self.key,
             job.origin,
-            utcformat(job.started_at),
-            utcformat(job.ended_at),
+            _fmt(job.started_at),
+            _fmt(job.ended_at),
             repr(job.ended_at.timestamp()),
             result_ttl,
             repr((job.ended_at - job.started_at).total_seconds()),

@@ -20,12 +20,14 @@ from typing import Any, NoReturn
 from uuid import uuid4
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Callback, Retry
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
-from rq.utils import now, utcformat
+from rq.utils import now
 
 from shared import stats
 from shared.connections import UNAVAILABLE_ERRORS
@@ -115,6 +117,12 @@ class JobTemplate:
         self.func = func
         self.queue_key = queue.key
         self.queues_key = queue.redis_queues_keys
+        head = [_WRITE_JOBS_SHA.encode(), b"3", self.queue_key.encode(), self.queues_key.encode()]
+        head = [b"EVALSHA", *head, JOB_STATS_KEY.encode()]
+        self.head = b"".join(_bulk(part) for part in head)
+        self.head_count = len(head)
+        self.static_packed = b"".join(_bulk(part) for part in self.static)
+        self.static_count = len(self.static)
 
     def data(self, args: Sequence[Any]) -> bytes:
         """The job's ``data`` field for ``func(*args)``, as RQ's JSON serializer writes it."""
@@ -129,6 +137,11 @@ def _template(state: ArchiveState, queue_name: str, func: str, name: str) -> Job
             state.redis, state.settings, queue_name, func, name
         )
     return template
+
+
+def _bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 def write_jobs(
@@ -147,25 +160,19 @@ def write_jobs(
     started = time.perf_counter()
     template = _template(state, queue_name, func, name)
     ids = list(ids) if ids is not None else [str(uuid4()) for _ in arg_lists]
-    args: list[Any] = [
-        _WRITE_JOBS_SHA,
-        3,
-        template.queue_key,
-        template.queues_key,
-        JOB_STATS_KEY,
-        utcformat(now()),
-        len(ids),
-        f"{queue_name}:enqueued",
-    ]
+    stamp = now().replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"  # RQ's utcformat
+    # The command is packed here: the template's ~40 fields are packed once, not per call.
+    parts = [_bulk(stamp.encode()), _bulk(b"%d" % len(ids)), _bulk(f"{queue_name}:enqueued".encode())]
     for job_id, job_args in zip(ids, arg_lists, strict=True):
-        args += [job_id, template.data(job_args)]
-    args += template.static
+        parts += [_bulk(job_id.encode()), _bulk(template.data(job_args))]
+    count = template.head_count + 3 + 2 * len(ids) + template.static_count
+    command = b"*%d\r\n" % count + template.head + b"".join(parts) + template.static_packed
     try:
-        state.redis.execute_command("EVALSHA", *args)
+        _send(state.redis, command)
     except NoScriptError:
         # First use on this server (or after a restart or failover): load, then run it.
         state.redis.script_load(WRITE_JOBS)
-        state.redis.execute_command("EVALSHA", *args)
+        _send(state.redis, command)
     enqueue_latency(state).observe(queue_name, time.perf_counter() - started)
     return ids
 
@@ -302,6 +309,24 @@ def _refuse(state: ArchiveState, queue_name: str, attempt: _Attempt, tries: int)
     else:
         message = "Redis is unreachable; retry later"
     raise ServiceUnavailable(message, headers={"Retry-After": "1"})
+
+
+def _send(client: Redis, command: bytes) -> Any:
+    """Send a packed command on a pooled connection and read its reply.
+
+    A connection that fails is dropped and the error raised: :func:`write_with_retry` decides
+    whether the write went through before trying again, so the jobs are never written twice.
+    """
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command([command])
+        return connection.read_response()
+    except (RedisConnectionError, RedisTimeoutError):
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
 
 
 def enqueue(state: ArchiveState, queue_name: str, func: str, name: str, *args: Any) -> Job:

@@ -105,6 +105,8 @@ class Settings:
     heartbeat_timeout: float = 15.0
     #: Jobs a fast worker runs at once (threads); 1 runs them in the worker's main thread.
     worker_concurrency: int = 1
+    #: Jobs a fast worker claims per round trip (they count as started together).
+    worker_batch: int = 1
     workers: int = 2
     log_level: str = "INFO"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -165,6 +167,7 @@ class Settings:
             "FAILURE_TTL": ("failure_ttl", -1),
             "WORKERS": ("workers", 0),
             "WORKER_CONCURRENCY": ("worker_concurrency", 1),
+            "WORKER_BATCH": ("worker_batch", 1),
         }
         for var, (attr, minimum) in ints.items():
             value = get(var)

@@ -63,7 +63,7 @@ def monitor_argv() -> list[str]:
     return [sys.executable, "-m", "consumer.recovery"]
 
 
-def producer_argv(host: str, port: int, workers: int = 2, threads: int = 4) -> list[str]:
+def producer_argv(host: str, port: int, workers: int = 2, threads: int = 8) -> list[str]:
     """Gunicorn serving ``producer:create_app()``: threaded workers that keep connections alive."""
     return [
         sys.executable,

@@ -173,6 +173,7 @@ def run_failover(
     after_kill: float = 7.0,
     drain_timeout: float = 40.0,
     down_after_ms: int = 1000,
+    extra_env: dict[str, str] | None = None,
 ) -> FailoverResult:
     """Run the whole scenario once in ``directory`` and return what it observed."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -199,6 +200,7 @@ def run_failover(
             REDIS_SOCKET_TIMEOUT="2",
             LOG_LEVEL="INFO",
         )
+        env.update(extra_env or {})
         port = procs.free_port()
         producer_log = open(directory / "producer.log", "wb")  # noqa: SIM115
         log_files.append(producer_log)
@@ -247,14 +249,15 @@ def run_failover(
         lost = [j for j in acknowledged if j not in rows and states.get(j) is None]
         stranded = [j for j in acknowledged if j not in rows and states.get(j) is not None]
 
-        # Every worker still takes jobs: a fresh batch, and who ran it (from the workers' logs).
+        # Every worker still takes jobs: who ran the jobs sent after the kill, and a fresh batch.
         extra = Client(port, 50.0)
         extra.start()
-        time.sleep(1.0)
+        procs.wait_until(lambda: sum(1 for p in extra.posts if p.status == 202) >= 30, 20, 0.1)
         extra.stopping.set()
         extra.join(30)
         extra_ids = [p.job_id for p in extra.posts if p.status == 202 and p.job_id]
         procs.wait_until(lambda: set(extra_ids) <= _rows(db_url, extra_ids), 20, 0.2)
+        after_kill = [p.job_id for p in client.posts if p.status == 202 and p.job_id and p.sent > killed_at]
 
         alive = [proc.poll() is None for proc in workers]
         for log in log_files:
@@ -269,7 +272,7 @@ def run_failover(
             results = pipe.execute()
         twice = [j for j, n in zip(acknowledged, results, strict=True) if j in put_back or n > 1]
         by_worker: Counter[str] = Counter()
-        for job_id in extra_ids:
+        for job_id in after_kill + extra_ids:
             worker_name = redis.hget(Job.key_for(job_id), "worker_name")
             if worker_name:
                 by_worker[worker_name.decode()] += 1

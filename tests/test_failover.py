@@ -16,10 +16,13 @@ pytestmark = pytest.mark.slow
 
 
 def _run(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, durable: bool
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    durable: bool,
+    extra_env: dict[str, str] | None = None,
 ) -> FailoverResult:
     directory: Path = tmp_path_factory.mktemp("failover-durable" if durable else "failover-async")
-    result = run_failover(directory, durable=durable)
+    result = run_failover(directory, durable=durable, extra_env=extra_env)
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"\nfailover {result.summary()}")
@@ -38,7 +41,13 @@ def async_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     return _run(request, tmp_path_factory, durable=False)
 
 
-@pytest.fixture(params=["durable_run", "async_run"])
+@pytest.fixture(scope="module")
+def threaded_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> FailoverResult:
+    """Durable enqueue, workers running jobs on four threads each (WORKER_CONCURRENCY=4)."""
+    return _run(request, tmp_path_factory, durable=True, extra_env={"WORKER_CONCURRENCY": "4"})
+
+
+@pytest.fixture(params=["durable_run", "async_run", "threaded_run"])
 def failover(request: pytest.FixtureRequest) -> FailoverResult:
     result: FailoverResult = request.getfixturevalue(request.param)
     return result
@@ -63,10 +72,12 @@ def test_no_acknowledged_job_is_left_half_done(failover: FailoverResult) -> None
     assert len(failover.finished) + len(failover.lost) == len(failover.acknowledged)
 
 
-def test_durable_enqueue_loses_no_acknowledged_job(durable_run: FailoverResult) -> None:
-    assert len(durable_run.acknowledged) > 50
-    assert durable_run.lost == []
-    assert durable_run.finished == set(durable_run.acknowledged)
+@pytest.mark.parametrize("run", ["durable_run", "threaded_run"])
+def test_durable_enqueue_loses_no_acknowledged_job(request: pytest.FixtureRequest, run: str) -> None:
+    result: FailoverResult = request.getfixturevalue(run)
+    assert len(result.acknowledged) > 50
+    assert result.lost == [], result.diagnostics()
+    assert result.finished == set(result.acknowledged), result.diagnostics()
 
 
 def test_every_worker_is_alive_and_processing_afterwards(failover: FailoverResult) -> None:

@@ -124,7 +124,7 @@ def _enqueue(r: redis.Redis) -> tuple[Queue, Job]:
 
 
 def test_recover_job_puts_a_started_job_back_at_the_front(
-    worker: FailoverSimpleWorker, r: redis.Redis
+    worker: FailoverSimpleWorker, r: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     queue, other = _enqueue(r)
     job = queue.enqueue(CREATE_MEMBER_JOB, {"name": "Y", "age": 3})
@@ -140,6 +140,7 @@ def test_recover_job_puts_a_started_job_back_at_the_front(
     assert r.zcard(queue.started_job_registry.key) == 0
     assert r.llen(queue.intermediate_queue_key) == 0
     assert execution.id not in worker.executions
+    assert f"job {job.id} (started) put back on member" in caplog.text
 
 
 def test_recover_job_leaves_queued_and_finished_jobs_alone(

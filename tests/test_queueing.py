@@ -98,3 +98,13 @@ def test_bulk_is_documented(client: FlaskClient) -> None:
     assert set(operation["responses"]) >= {"202", "413", "422"}
     schema = spec["components"]["schemas"]["MemberBulkIn"]
     assert schema["properties"]["members"]["maxItems"] == 1000
+
+
+def test_enqueue_reconnects_when_its_pooled_connection_was_dropped(app: Flask, r: redis.Redis) -> None:
+    with app.app_context():
+        state = get_state()
+        enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, {"name": "a", "age": 1})
+        r.client_kill_filter(_type="normal", skipme=True)
+        job = enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, {"name": "b", "age": 2})
+    assert r.llen("rq:queue:member") == 2
+    assert r.hget(job.key, "status") == b"queued"

@@ -34,6 +34,7 @@ WORKERS: dict[str, WorkerFactory] = {
     "FastWorker-threads": lambda q, r: FastWorker(
         [q], connection=r, serializer=JSONSerializer, concurrency=3
     ),
+    "FastWorker-batch": lambda q, r: FastWorker([q], connection=r, serializer=JSONSerializer, batch=4),
 }
 
 
@@ -266,7 +267,7 @@ def _states(r: redis.Redis, worker: str, scenario: Callable[[Run], None]) -> lis
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
-@pytest.mark.parametrize("worker", ["rq-Worker", "FastWorker", "FastWorker-threads"])
+@pytest.mark.parametrize("worker", ["rq-Worker", "FastWorker", "FastWorker-threads", "FastWorker-batch"])
 def test_same_end_state_as_simple_worker(
     r: redis.Redis, worker_env: Any, worker: str, scenario: Callable[[Run], None]
 ) -> None:
