@@ -56,7 +56,7 @@ class FailoverMixin:
     _stop_requested: bool
 
     def __init__(self, *args: Any, master_timeout: float | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        # Set before RQ's __init__, which sizes the socket timeout from dequeue_timeout.
         if master_timeout is not None:
             self.master_timeout = master_timeout
         elif self.master_timeout is None:
@@ -64,6 +64,17 @@ class FailoverMixin:
         self.failovers = 0
         self._cut_off: list[Job] = []
         self._cut_off_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """Block on the master for at most half the master timeout (RQ: the worker TTL - 15 s).
+
+        A master that stops answering without closing the connection (stopped, partitioned)
+        then shows up as a socket timeout well within ``WORKER_MASTER_TIMEOUT``.
+        """
+        base: int = super().dequeue_timeout  # type: ignore[misc]
+        return max(1, min(base, int(float(self.master_timeout or 60) / 2)))
 
     @property
     def _in_horse(self) -> bool:

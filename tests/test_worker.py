@@ -144,13 +144,14 @@ def snapshot(r: redis.Redis, queue: Queue, jobs: dict[str, Job], worker_names: l
 
 
 def key_shapes(r: redis.Redis, jobs: dict[str, Job], worker_names: list[str]) -> list[str]:
-    """Every key in Redis with job ids and worker names replaced by their labels."""
+    """Every RQ key in Redis with job ids and worker names replaced by their labels."""
     names = {job.id: f"<{label}>" for label, job in jobs.items()}
     names.update({name: "<worker>" for name in worker_names})
     shapes = set()
-    for raw in r.keys("*"):
+    # RQ's data model lives under rq:; other parts of the system write archive: keys of their own.
+    for raw in r.keys("rq:*"):
         key = raw.decode()
-        if key.startswith(("parity:", "rq:scheduler", "rq:clean_registries", "rq:maintenance")):
+        if key.startswith(("rq:scheduler", "rq:clean_registries", "rq:maintenance")):
             continue
         for value, label in names.items():
             key = key.replace(value, label)
