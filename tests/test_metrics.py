@@ -13,6 +13,8 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from producer import create_app
 from shared import stats
@@ -180,7 +182,7 @@ def test_metrics_is_documented_as_text(client: FlaskClient) -> None:
 
 def test_enqueue_latencies_wait_for_redis(tmp_path: Path) -> None:
     server = start_redis(tmp_path / "flaky")
-    conn = server.client()
+    conn = server.client(retry=Retry(NoBackoff(), 0))
     try:
         pending = stats.PendingHistogram(ENQUEUE_LATENCY_KEY)
         pending.observe(MEMBER_QUEUE, 0.002)
