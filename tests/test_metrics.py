@@ -21,7 +21,16 @@ from shared.settings import Settings
 from shared.stack import worker_argv
 
 from .conftest import close_app
-from .servers import run_env, start_redis
+from .servers import RedisProc, run_env, start_redis
+
+
+@pytest.fixture(scope="module")
+def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
+    """This module's own redis-server: the commands it runs (each allocates a latency histogram
+    in Redis 7) and the settings it changes stay out of the session's server."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.kill()
 
 
 def scrape(client: FlaskClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -49,14 +58,20 @@ def metrics_app(settings: Settings) -> Iterator[Flask]:
     close_app(app)
 
 
-def run_worker(settings: Settings, queue: str = MEMBER_QUEUE) -> None:
+def run_worker(settings: Settings, worker_class: str | None = None) -> None:
     """A real ``rq worker --burst`` process on the test's Redis and database."""
     env = run_env(REDIS_URL=settings.redis_url, DATABASE_URL=settings.database_url, ALERT_WEBHOOK_URL="")
-    done = subprocess.run(worker_argv([queue], burst=True), env=env, capture_output=True, timeout=60)
+    argv = worker_argv([MEMBER_QUEUE], burst=True, worker_class=worker_class)
+    done = subprocess.run(argv, env=env, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
-def test_counters_equal_the_jobs_processed(metrics_app: Flask, settings: Settings, r: redis.Redis) -> None:
+@pytest.mark.parametrize(
+    "worker_class", [None, "consumer.worker.FastWorker"], ids=["rq-Worker", "FastWorker"]
+)
+def test_counters_equal_the_jobs_processed(
+    metrics_app: Flask, settings: Settings, r: redis.Redis, worker_class: str | None
+) -> None:
     client = metrics_app.test_client()
     good, bad = 7, 2
     for i in range(good):
@@ -74,7 +89,7 @@ def test_counters_equal_the_jobs_processed(metrics_app: Flask, settings: Setting
     assert value(before, "archive_jobs_enqueued_total", queue="member") == good + bad
     assert value(before, "archive_jobs_finished_total", queue="member") == 0
 
-    run_worker(settings)
+    run_worker(settings, worker_class)
 
     after = scrape(client)
     assert value(after, "archive_jobs_enqueued_total", queue="member") == good + bad
