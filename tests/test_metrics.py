@@ -19,6 +19,8 @@ from redis.retry import Retry
 from producer import create_app
 from shared import stats
 from shared.constants import ENQUEUE_LATENCY_KEY, LOCK_STATS_KEY, MEMBER_QUEUE
+from shared.exceptions import LockTimeoutError
+from shared.lock import Redlock
 from shared.settings import Settings
 from shared.stack import worker_argv
 
@@ -141,8 +143,18 @@ def test_counters_are_shared_between_producer_processes(
         close_app(other)
 
 
-def test_memory_and_lock_figures(metrics_app: Flask, r: redis.Redis) -> None:
-    r.hset(LOCK_STATS_KEY, mapping={"acquired": 11, "contended": 4, "failed": 3, "lost": 1})
+def test_memory_and_lock_figures(metrics_app: Flask, settings: Settings, r: redis.Redis) -> None:
+    lock = Redlock.from_settings(settings, stats=r)
+    try:
+        for _ in range(2):
+            with lock.acquire("metrics", ttl=10):
+                with pytest.raises(LockTimeoutError):
+                    lock.acquire("metrics", ttl=10, timeout=0)
+        lease = lock.acquire("metrics", ttl=10)
+        assert lease.extend(10)
+    finally:
+        lock.close()
+    assert r.hget(LOCK_STATS_KEY, "acquired") == b"3"  # written by the lock itself
     old = r.config_get("maxmemory")["maxmemory"]
     r.config_set("maxmemory", str(100 * 1024 * 1024))
     try:
@@ -154,11 +166,12 @@ def test_memory_and_lock_figures(metrics_app: Flask, r: redis.Redis) -> None:
     used = value(samples, "archive_redis_used_memory_bytes")
     assert used == pytest.approx(r.info("memory")["used_memory"], rel=0.2)
     assert value(samples, "archive_redis_used_memory_rss_bytes") > 0
-    assert value(samples, "archive_lock_acquired_total") == 11
-    assert value(samples, "archive_lock_contended_total") == 4
-    assert value(samples, "archive_lock_failed_total") == 3
-    assert value(samples, "archive_lock_released_total") == 0
-    assert value(samples, "archive_lock_lost_total") == 1
+    assert value(samples, "archive_lock_acquired_total") == 3
+    assert value(samples, "archive_lock_contended_total") == 2
+    assert value(samples, "archive_lock_failed_total") == 2
+    assert value(samples, "archive_lock_released_total") == 2
+    assert value(samples, "archive_lock_extended_total") == 1
+    assert value(samples, "archive_lock_lost_total") == 0
 
 
 def test_redis_down_is_a_metric_not_an_error(settings: Settings, tmp_path: Path) -> None:
