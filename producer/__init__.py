@@ -67,7 +67,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_auth(app)
 
     from . import cache, goods, health, jobs, members, probes
-    from .background import start_stats_thread
     from .dashboard import init_dashboard
     from .metrics import init_metrics
     from .redis_page import bp as redis_page_bp
@@ -81,6 +80,4 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_metrics(app)
     init_dashboard(app)
     app.register_blueprint(redis_page_bp)
-    if not app.testing:
-        start_stats_thread(app)
     return app

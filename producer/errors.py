@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -65,6 +66,17 @@ def register_error_handlers(app: Flask) -> None:
 
     for exc_class in UNAVAILABLE_ERRORS:
         app.register_error_handler(exc_class, _unavailable)
+
+    @app.errorhandler(RedisOutOfMemoryError)
+    def _out_of_memory(exc: RedisOutOfMemoryError) -> Response:
+        # maxmemory reached under noeviction: Redis refused the write, so nothing was accepted.
+        logger.error("Redis refused a write: out of memory (%s)", exc)
+        return error_response(
+            503,
+            "out_of_memory",
+            "Redis is out of memory (maxmemory reached); nothing was written; retry later",
+            headers={"Retry-After": "5"},
+        )
 
     @app.errorhandler(DatabaseOperationalError)
     def _database_unavailable(exc: DatabaseOperationalError) -> Response:

@@ -85,6 +85,9 @@ def producer_argv(host: str, port: int, workers: int = 2, threads: int = 8) -> l
         "10",
         "--access-logfile",
         "-" if os.environ.get("GUNICORN_ACCESS_LOG") else "/dev/null",
+        # Starts the producer's stats thread in each worker (not in apps built by tests).
+        "--config",
+        "python:producer.gunicorn_conf",
         "producer:create_app()",
     ]
 

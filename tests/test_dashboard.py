@@ -37,7 +37,7 @@ from shared.settings import Settings
 from shared.stack import Stack, producer_argv, worker_argv
 
 from .conftest import close_app
-from .servers import run_env, start_redis
+from .servers import RedisProc, run_env, start_redis
 
 PASSWORD = "s3cret-pw"
 TOKEN = "api-token-123"
@@ -48,6 +48,15 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 
 AUTH = basic("admin", PASSWORD)
+
+
+@pytest.fixture(scope="module")
+def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
+    """This module's own redis-server: the commands it runs (each allocates a latency histogram
+    in Redis 7) and the settings it changes stay out of the session's server."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.kill()
 
 
 def make_app(settings: Settings, **overrides: Any) -> Flask:
@@ -436,6 +445,7 @@ class LiveStack:
     port: int
     redis_url: str
     env: dict[str, str]
+    log: Path
 
 
 @pytest.fixture(scope="module")
@@ -457,7 +467,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     init_db(engine)
     engine.dispose()
     log = (directory / "gunicorn.log").open("wb")
-    producer = procs.spawn(producer_argv("127.0.0.1", port, workers=2), env=env, stdout=log, stderr=log)
+    argv = producer_argv("127.0.0.1", port, workers=2)
+    argv[argv.index("--access-logfile") + 1] = "-"  # gunicorn's access log names the basic-auth user
+    producer = procs.spawn(argv, env=env, stdout=log, stderr=log)
     try:
         assert procs.wait_until(lambda: procs.port_open("127.0.0.1", port), 30), "gunicorn did not start"
         base = f"http://127.0.0.1:{port}"
@@ -476,7 +488,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
                     http.post(f"{base}/queue/members", json={"name": f"wait{i}", "age": 30}).status_code
                     == 202
                 )
-        yield LiveStack(base, port, server.url, env)
+        yield LiveStack(base, port, server.url, env, directory / "gunicorn.log")
     finally:
         procs.stop(producer, timeout=15)
         log.close()
@@ -522,6 +534,20 @@ def test_without_credentials_the_page_answers_401(live: LiveStack) -> None:
     assert requests.get(live.base + "/dashboard/", auth=("admin", PASSWORD), timeout=10).status_code == 200
 
 
+def test_gunicorn_workers_run_the_stats_thread(live: LiveStack) -> None:
+    conn = redis.Redis.from_url(live.redis_url)
+    try:
+        # Enqueue latencies of the 8 POSTs, flushed by the workers' threads without a scrape.
+        def flushed() -> bool:
+            histogram = stats.histograms(conn, ENQUEUE_LATENCY_KEY).get(MEMBER_QUEUE)
+            return histogram is not None and histogram.count == 8
+
+        assert procs.wait_until(flushed, 10)
+        assert procs.wait_until(lambda: conn.zcard(MEMORY_SAMPLES_KEY) >= 2, 10)
+    finally:
+        conn.close()
+
+
 def test_browser_logs_in_and_reads_queues_and_memory(live: LiveStack, browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -533,13 +559,19 @@ def test_browser_logs_in_and_reads_queues_and_memory(live: LiveStack, browser: A
     assert not browser.find_elements(By.ID, "queues")
     assert "Redis Archive" not in browser.page_source
 
-    # Log in: basic-auth credentials, as the browser sends them after the login prompt.
+    # Log in: the credentials a user would type into the browser's basic-auth prompt.
     browser.get(f"http://admin:{PASSWORD}@127.0.0.1:{live.port}/dashboard/")
     row = wait.until(
         ec.presence_of_element_located(
             (By.XPATH, "//table[@id='queues']//tr[@data-role='queue'][td[1]='member']")
         )
     )
+    # Chromium met the 401 challenge and answered it with the credentials. gunicorn's access log
+    # has: remote, -, user, [time], "request", status, ..., "user agent".
+    answers = re.findall(
+        r' - (\S+) \[[^]]*\] "GET /dashboard/ HTTP/1.1" (\d+) .*HeadlessChrome', live.log.read_text()
+    )
+    assert answers[:3] == [("-", "401"), ("-", "401"), ("admin", "200")]
     cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
     # Queue, queued, deferred, scheduled, started, finished, failed, canceled.
     assert cells[0] == "member"
@@ -595,3 +627,46 @@ def test_non_ascii_secrets(settings: Settings) -> None:
         assert client.get("/dashboard/redis", headers=basic("admin", "passwort")).status_code == 401
     finally:
         close_app(app)
+
+
+def test_browser_requeues_deletes_and_empties(live: LiveStack, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    conn = redis.Redis.from_url(live.redis_url)
+    try:
+        queue = Queue(MEMBER_QUEUE, connection=conn, serializer=JSONSerializer)
+        options = job_options(Settings(job_attempts=1), "createMemberJob")
+        failed = queue.enqueue(CREATE_MEMBER_JOB, {"bad": True}, at_front=True, **options)
+        SimpleWorker([queue], connection=conn, serializer=JSONSerializer).work(burst=True, max_jobs=1)
+        assert queue.failed_job_registry.get_job_ids() == [failed.id]
+        waiting = queue.get_job_ids()
+        assert len(waiting) == 3
+        wait = WebDriverWait(browser, 20)
+
+        def confirm() -> None:
+            wait.until(ec.element_to_be_clickable((By.ID, "confirmation-modal-yes"))).click()
+
+        def settle(check: Any) -> None:
+            assert procs.wait_until(check, 10), "the page's action did not reach Redis"
+
+        prefix = f"http://admin:{PASSWORD}@127.0.0.1:{live.port}/dashboard/0/view/jobs/member"
+        browser.get(f"{prefix}/failed/8/asc/1")
+        row = f"//tr[@data-job-id='{failed.id}']"
+        wait.until(ec.element_to_be_clickable((By.XPATH, f"{row}//a[@data-role='requeue-job-btn']"))).click()
+        settle(lambda: queue.get_job_ids()[-1:] == [failed.id])
+        assert queue.failed_job_registry.count == 0
+
+        browser.get(f"{prefix}/queued/8/asc/1")
+        row = f"//tr[@data-job-id='{waiting[0]}']"
+        wait.until(ec.element_to_be_clickable((By.XPATH, f"{row}//a[@data-role='delete-job-btn']"))).click()
+        confirm()
+        settle(lambda: not conn.exists(Job.key_for(waiting[0])))
+        assert queue.get_job_ids() == [*waiting[1:], failed.id]
+
+        browser.find_element(By.ID, "empty-btn").click()
+        confirm()
+        settle(lambda: queue.count == 0)
+    finally:
+        conn.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -45,5 +46,36 @@ def test_503_while_redis_is_down_then_recovers(tmp_path: Path) -> None:
         assert queue.job_ids == [first.get_json()["jobId"], again.get_json()["jobId"]]
         assert client.get("/readyz").status_code == 200
     finally:
+        close_app(app)
+        server.kill()
+
+
+def test_full_redis_answers_503_and_writes_nothing(tmp_path: Path) -> None:
+    server = start_redis(tmp_path / "redis", "--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
+    settings = Settings(redis_url=server.url, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    app = create_app({"SETTINGS": settings})
+    client = app.test_client()
+    conn = server.client()
+    try:
+        accepted = client.post("/queue/members", json={"name": "first", "age": 1})
+        assert accepted.status_code == 202
+        filler = "x" * 1000
+        i = 0
+        while True:  # fill the server until it refuses writes, as a runaway producer would
+            try:
+                conn.set(f"filler:{i}", filler)
+            except redis.exceptions.OutOfMemoryError:
+                break
+            i += 1
+        keys_before = conn.dbsize()
+        full = client.post("/queue/members", json={"name": "second", "age": 2})
+        assert full.status_code == 503
+        assert full.get_json()["error"]["code"] == "out_of_memory"
+        assert full.headers["Retry-After"] == "5"
+        queue = Queue("member", connection=conn, serializer=JSONSerializer)
+        assert queue.job_ids == [accepted.get_json()["jobId"]]
+        assert conn.dbsize() == keys_before
+    finally:
+        conn.close()
         close_app(app)
         server.kill()

@@ -316,3 +316,15 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _diff(x, y, f"{path}[{i}]")]
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def test_scripts_flushed_mid_run_are_loaded_again(r: redis.Redis, worker_env: Any) -> None:
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    first = queue.enqueue(pj.add, 1, 1)
+    worker = FastWorker([queue], connection=r, serializer=JSONSerializer)
+    worker.work(burst=True, max_jobs=1)
+    r.script_flush()
+    jobs = [queue.enqueue(pj.add, i, i) for i in range(3)]
+    worker.work(burst=True)  # the same worker: its script hashes are gone from Redis
+    assert [job.return_value(refresh=True) for job in [first, *jobs]] == [2, 0, 2, 4]
+    assert r.zcard(queue.finished_job_registry.key) == 4
