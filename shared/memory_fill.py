@@ -120,6 +120,16 @@ def same_server(a: Redis, b: Redis) -> bool:
         return all(ka.get(k) == kb.get(k) for k in address)
 
 
+def check_fill_target(
+    conn: Redis, *, queue: Redis | None = None, allow_queue: bool = False, force: bool = False
+) -> None:
+    """Refuse the queue's own Redis (unless ``allow_queue``) and a non-empty database (unless ``force``)."""
+    if queue is not None and not allow_queue and same_server(conn, queue):
+        raise ProbeError("refusing to fill the queue's own Redis (REDIS_URL); pass another --url")
+    if conn.dbsize() and not force:
+        raise ProbeError("the database is not empty: fill an empty one, or pass --force")
+
+
 def capacity(
     conn: Redis,
     pattern: str,
@@ -142,10 +152,7 @@ def capacity(
     probe = dedicated(conn)
     try:
         if run_fill:
-            if queue is not None and not allow_queue and same_server(probe, queue):
-                raise ProbeError("refusing to fill the queue's own Redis (REDIS_URL); pass another --url")
-            if probe.dbsize() and not force:
-                raise ProbeError("the database is not empty: fill an empty one, or pass --force")
+            check_fill_target(probe, queue=queue, allow_queue=allow_queue, force=force)
         old_maxmemory = str(probe.config_get("maxmemory").get("maxmemory", "0"))
         was_empty = probe.dbsize() == 0
         changed = False

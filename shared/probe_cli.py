@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from .connections import close_redis, get_redis, redis_from_url
 from .exceptions import ArchiveError
-from .memory_fill import capacity, sweep, watch
+from .memory_fill import capacity, check_fill_target, sweep, watch
 from .memory_keys import probe_keys
 
 logger = logging.getLogger(__name__)
@@ -194,6 +194,8 @@ def capacity_cmd(
     queue = _queue(ctx) if do_fill else None
     try:
         if do_fill:
+            # Refuse before anything else, so the user reads why rather than a prediction error.
+            check_fill_target(conn, queue=queue, allow_queue=allow_queue_redis, force=force)
             expected = capacity(conn, key_pattern, value, ttl, maxmemory=maxmemory, batch=batch)["high"]
             with click.progressbar(length=max(1, expected), label="filling", file=sys.stderr) as bar:
                 result = capacity(
