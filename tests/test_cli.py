@@ -60,3 +60,6 @@ def test_redis_archive_worker_processes_member_jobs(
     job.refresh()
     assert job.get_status().value == "finished"
     assert job.return_value()["name"] == "cli"
+    # The worker shows this project's job events beside RQ's own lines.
+    assert f"job active id={job.id}".encode() in result.stderr
+    assert f"job completed id={job.id}".encode() in result.stderr

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import os
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -26,6 +30,12 @@ def console_scripts() -> set[str]:
     return set(project["scripts"])
 
 
+@pytest.fixture(autouse=True)
+def _test_redis(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings modules imported by :func:`check_command` talk to the test's own Redis."""
+    monkeypatch.setenv("ARCHIVE_TEST_REDIS_URL", redis_url)
+
+
 def check_command(argv: list[str]) -> None:
     """Fail unless ``argv`` is a command this project (or its dependencies) provides."""
     program = argv[0]
@@ -36,7 +46,15 @@ def check_command(argv: list[str]) -> None:
     elif program == "rq":
         assert argv[1] == "worker"
         assert "-S" in argv and argv[argv.index("-S") + 1] == "json", "workers must use the JSON serializer"
-        importlib.import_module(argv[argv.index("-c") + 1])
+        # Import the settings module the way rq does, in a process of its own, against the
+        # test's Redis (it checks the eviction policy at import).
+        settings_module = argv[argv.index("-c") + 1]
+        env = {**os.environ, "REDIS_URL": os.environ["ARCHIVE_TEST_REDIS_URL"]}
+        env.pop("REDIS_SENTINELS", None)
+        done = subprocess.run(
+            [sys.executable, "-c", f"import {settings_module}"], env=env, capture_output=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
         if "-w" in argv:
             module, _, name = argv[argv.index("-w") + 1].rpartition(".")
             assert hasattr(importlib.import_module(module), name)
