@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 from click.testing import CliRunner
-from rq import Queue
+from rq import Callback, Queue
 from rq.serializers import JSONSerializer
 
 from shared.cli import main
@@ -51,7 +51,10 @@ def test_redis_archive_worker_processes_member_jobs(
 ) -> None:
     queue = Queue("member", connection=r, serializer=JSONSerializer)
     job = queue.enqueue(
-        "consumer.jobs.create_member", {"name": "cli", "age": 9}, meta={"name": "createMemberJob"}
+        "consumer.jobs.create_member",
+        {"name": "cli", "age": 9},
+        meta={"name": "createMemberJob"},
+        on_success=Callback("consumer.events.on_success"),
     )
     cli = str(Path(sys.executable).parent / "redis-archive")
     env = {**os.environ, "REDIS_URL": redis_proc.url, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
