@@ -277,10 +277,20 @@ class FailoverMixin:
             return False
         if status not in (JobStatus.QUEUED, JobStatus.STARTED):
             return False
+        # The registry holds "<job id>:<execution id>" members. Match them by job id rather than
+        # through RQ's execution hashes: after a failover the new master may lack those hashes
+        # (asynchronous replication), and rq raises for a missing one.
+        started_key = queue.started_job_registry.key
+        stale = [
+            member
+            for member in self.connection.zrange(started_key, 0, -1)
+            if (member.decode() if isinstance(member, bytes) else str(member)).split(":", 1)[0] == job.id
+        ]
         with self.connection.pipeline() as pipe:
             # enqueue_job opens the transaction (MULTI), so it goes first.
             queue.enqueue_job(job, pipeline=pipe, at_front=True)
-            queue.started_job_registry.remove_executions(job, pipeline=pipe)
+            if stale:
+                pipe.zrem(started_key, *stale)
             pipe.lrem(queue.intermediate_queue_key, 0, job.id)
             pipe.execute()
         self.log.warning(
@@ -306,4 +316,3 @@ class FailoverWorker(FailoverMixin, Worker):
 
 class FailoverSimpleWorker(FailoverMixin, SimpleWorker):
     """RQ's in-process worker with failover handling."""
-

@@ -143,6 +143,20 @@ def test_recover_job_puts_a_started_job_back_at_the_front(
     assert f"job {job.id} (started) put back on member" in caplog.text
 
 
+def test_recover_job_when_the_new_master_lacks_the_execution_hash(
+    worker: FailoverSimpleWorker, r: redis.Redis
+) -> None:
+    """Asynchronous replication can lose the execution hash while keeping the registry entry."""
+    queue, job = _enqueue(r)
+    r.lrem(queue.key, 0, job.id)
+    execution = worker.prepare_execution(job)
+    job.set_status(JobStatus.STARTED)
+    r.delete(execution.key)
+    assert worker.recover_job(job, queue) is True
+    assert r.lrange(queue.key, 0, -1) == [job.id.encode()]
+    assert r.zcard(queue.started_job_registry.key) == 0
+
+
 def test_recover_job_leaves_queued_and_finished_jobs_alone(
     worker: FailoverSimpleWorker, r: redis.Redis
 ) -> None:
