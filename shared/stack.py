@@ -121,6 +121,8 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> None:
+        # Absolute: redis-server changes into --dir before it opens --logfile.
+        self.data_dir = self.data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = procs.free_port()
         argv = [

@@ -34,7 +34,8 @@ class Up:
         self.port = free_port()
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [CLI, "up", "--port", str(self.port), "--data-dir", str(tmp / "var"), *args],
+            [CLI, "up", "--port", str(self.port), *args],
+            cwd=tmp,  # the default data directory is the relative "var", as under `make run`
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -114,6 +115,8 @@ def test_up_runs_everything_and_stops_every_child(tmp_path: Path, cleanup: list[
     up = Up(tmp_path)
     cleanup.append(up)
     assert "private redis-server from PATH" in up.output
+    assert f"data in {tmp_path / 'var' / 'redis'}" in up.output
+    assert (tmp_path / "var" / "redis" / "redis.log").exists()
     assert f"producer  http://127.0.0.1:{up.port}" in up.output
     assert up.output.count("worker-") == 2
     response = requests.post(f"{up.base}/queue/members", json={"name": "up", "age": 5}, timeout=5)
