@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from redis import Redis
 
@@ -80,3 +82,20 @@ def row(what: str, ours: str, baseline: str, ratio: float | None = None, note: s
 
 
 HEADER = "| what | redis-archive | baseline | ratio | note |\n|---|---|---|---|---|"
+
+
+def print_rows(
+    measure: Callable[[str, Any], list[str]], description: str | None, *, seconds: bool = False
+) -> None:
+    """A benchmark module's ``main``: parse --scale (or --seconds), print its rows on a private Redis."""
+    parser = argparse.ArgumentParser(description=description)
+    if seconds:
+        parser.add_argument("--seconds", type=int, default=10, help="length of each run")
+    else:
+        parser.add_argument("--scale", type=float, default=1.0, help="multiply job counts")
+    args = parser.parse_args()
+    amount = args.seconds if seconds else args.scale
+    with private_redis() as url:
+        print(HEADER)
+        for line in measure(url, amount):
+            print(line)

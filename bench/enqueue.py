@@ -5,7 +5,6 @@ Both write the same member job (same callbacks, retry, TTLs, meta) to the same R
 
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
 
@@ -15,7 +14,7 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import create_engine
 
 from bench import bull
-from bench.common import HEADER, Stopwatch, private_redis, row
+from bench.common import Stopwatch, print_rows, row
 from producer.queueing import enqueue, enqueue_many, job_options
 from producer.state import ArchiveState
 from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE
@@ -113,13 +112,7 @@ def _prepare_options(options: dict[str, object]) -> dict[str, object]:
 
 def main() -> None:
     """Print the enqueue rows."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply job counts")
-    args = parser.parse_args()
-    with private_redis() as url:
-        print(HEADER)
-        for line in measure(url, args.scale):
-            print(line)
+    print_rows(measure, __doc__)
 
 
 if __name__ == "__main__":

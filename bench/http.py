@@ -7,7 +7,6 @@ workers. Both enqueue the same job into the same private Redis; wrk runs 16 conn
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from bench.common import HEADER, private_redis, row
+from bench.common import print_rows, row
 from shared import procs
 from shared.stack import producer_argv
 
@@ -104,13 +103,7 @@ def measure(redis_url: str, seconds: int = 10, rounds: int = 3) -> list[str]:
 
 def main() -> None:
     """Print the HTTP row."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10)
-    args = parser.parse_args()
-    with private_redis() as url:
-        print(HEADER)
-        for line in measure(url, args.seconds):
-            print(line)
+    print_rows(measure, __doc__, seconds=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ span from the first job's start to the last job's end, as the job hashes record 
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -20,7 +19,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from bench import bull
-from bench.common import HEADER, private_redis, row
+from bench.common import print_rows, row
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "bench"
@@ -125,13 +124,7 @@ def measure(redis_url: str, scale: float = 1.0, rounds: int = 3) -> list[str]:
 
 def main() -> None:
     """Print the processing rows."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply job counts")
-    args = parser.parse_args()
-    with private_redis() as url:
-        print(HEADER)
-        for line in measure(url, args.scale):
-            print(line)
+    print_rows(measure, __doc__)
 
 
 if __name__ == "__main__":

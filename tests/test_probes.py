@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from rq.serializers import JSONSerializer
 from producer import create_app
 from shared.exceptions import EvictionPolicyError
 from shared.settings import Settings
+from shared.stack import worker_argv
 
 from .servers import run_env, start_redis
 
@@ -77,18 +77,7 @@ def test_app_and_worker_refuse_evicting_policy(tmp_path: Path) -> None:
         state = allowed.extensions["redis_archive"]
         state.engine.dispose()
         state.redis.close()
-        argv = [
-            sys.executable,
-            "-m",
-            "rq.cli",
-            "worker",
-            "-c",
-            "consumer.settings",
-            "-S",
-            "json",
-            "--burst",
-            "probe",
-        ]
+        argv = worker_argv(["probe"], burst=True)
         refused = subprocess.run(
             argv, env=run_env(REDIS_URL=server.url), capture_output=True, text=True, timeout=60
         )
