@@ -172,8 +172,9 @@ class HaCluster:
         with self.client(self.data_nodes[0]) as client:
             info = client.info("replication")
         return sum(
-            1 for key, value in info.items() if key.startswith("slave") and isinstance(value, dict)
-            and value.get("state") == "online"
+            1
+            for key, value in info.items()
+            if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
         )
 
     def _sentinels_agree(self) -> bool:

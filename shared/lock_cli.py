@@ -69,16 +69,36 @@ def lock() -> None:
 
 @lock.command()
 @click.option("--processes", "-p", default=4, show_default=True, type=click.IntRange(1, 64))
-@click.option("--attempts", "-n", default=300, show_default=True, type=click.IntRange(1, 100_000),
-              help="Decrements of 1 tried by each process.")
+@click.option(
+    "--attempts",
+    "-n",
+    default=300,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Decrements of 1 tried by each process.",
+)
 @click.option("--stock", default=1000, show_default=True, type=click.IntRange(0, 10_000_000))
-@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9),
-              help="Private redis-server nodes to start when no --lock-url is given.")
-@click.option("--lock-url", "lock_urls", multiple=True,
-              help="A lock node (repeat for several); default: private nodes started for the demo.")
+@click.option(
+    "--nodes",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 9),
+    help="Private redis-server nodes to start when no --lock-url is given.",
+)
+@click.option(
+    "--lock-url",
+    "lock_urls",
+    multiple=True,
+    help="A lock node (repeat for several); default: private nodes started for the demo.",
+)
 @click.option("--database-url", default=None, help="SQLAlchemy URL; default: a temporary SQLite file.")
-@click.option("--think-ms", default=0.0, show_default=True, type=click.FloatRange(0, 10_000),
-              help="Work between reading and writing the stock, in both runs.")
+@click.option(
+    "--think-ms",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 10_000),
+    help="Work between reading and writing the stock, in both runs.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def demo(
     processes: int,

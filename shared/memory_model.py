@@ -324,6 +324,7 @@ def simulate_fill(
     """
     if maxmemory <= 0:
         raise ValueError("maxmemory must be set to predict a capacity")
+
     def length_of(i: int) -> int:
         if key_length is not None:
             return key_length(i)

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,17 +91,21 @@ class PendingHistogram:
         self.key = key
         self._lock = threading.Lock()
         self._fields: dict[str, float] = {}
+        self._bounds = HISTOGRAMS[key]
+        self._names: dict[str, tuple[str, str]] = {}
 
     def observe(self, queue: str, seconds: float) -> None:
         """Add one observation of ``seconds`` for ``queue``."""
         seconds = max(seconds, 0.0)
+        bucket = f"{queue}:b{bisect_left(self._bounds, seconds)}"
+        sum_field, count_field = self._names.get(queue) or self._names.setdefault(
+            queue, (f"{queue}:sum", f"{queue}:count")
+        )
         with self._lock:
-            for name, amount in (
-                (f"{queue}:b{_bucket(seconds, HISTOGRAMS[self.key])}", 1.0),
-                (f"{queue}:sum", seconds),
-                (f"{queue}:count", 1.0),
-            ):
-                self._fields[name] = self._fields.get(name, 0.0) + amount
+            fields = self._fields
+            fields[bucket] = fields.get(bucket, 0.0) + 1.0
+            fields[sum_field] = fields.get(sum_field, 0.0) + seconds
+            fields[count_field] = fields.get(count_field, 0.0) + 1.0
 
     def flush(self, conn: Redis) -> int:
         """Write the pending observations; on a Redis error they stay pending. Returns fields written."""

@@ -39,6 +39,7 @@ REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 _PUT_BACK = re.compile(r"job ([0-9a-f-]+) \(\w+\) put back")
 _JOB_LINE = re.compile(r"job active|job completed|createMemberJob|Job OK|result is kept|Successfully")
 
+
 @dataclass
 class Post:
     """One client request: when it was sent and answered, and how."""

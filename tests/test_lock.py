@@ -303,4 +303,3 @@ def test_lock_demo_cli_bad_database_is_a_clean_error() -> None:
     result = CliRunner().invoke(main, ["lock", "demo", "--lock-url", "http://x"])
     assert result.exit_code != 0
     assert "Error: bad --lock-url" in result.output
-

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import gc
+import re
+import threading
+import uuid
 import zlib
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.utils import utcparse
 
 from consumer.worker import FastWorker
-from producer.queueing import enqueue, job_options
+from producer.queueing import SMALL_PAYLOAD, compress, enqueue, job_options, new_id
 from producer.state import get_state
 from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE
 
@@ -108,3 +116,72 @@ def test_enqueue_reconnects_when_its_pooled_connection_was_dropped(app: Flask, r
         job = enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, {"name": "b", "age": 2})
     assert r.llen("rq:queue:member") == 2
     assert r.hget(job.key, "status") == b"queued"
+
+
+def test_job_ids_are_uuid4_in_rqs_form() -> None:
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == 2000
+    for job_id in ids:
+        parsed = uuid.UUID(job_id)
+        assert str(parsed) == job_id
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # Every variant digit shows up: the nibble is random within 8-b.
+    assert {job_id[19] for job_id in ids} == set("89ab")
+
+
+def test_timestamps_parse_as_rq_writes_them(app: Flask, r: redis.Redis) -> None:
+    with app.app_context():
+        before = datetime.now(UTC).replace(tzinfo=None)
+        job = enqueue(
+            get_state(), MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, {"name": "t", "age": 1}
+        )
+        after = datetime.now(UTC).replace(tzinfo=None)
+    raw = r.hgetall(job.key)
+    assert raw[b"created_at"] == raw[b"enqueued_at"]
+    assert re.fullmatch(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", raw[b"created_at"])
+    stamp = utcparse(raw[b"created_at"].decode())
+    assert before <= stamp.replace(tzinfo=None) <= after
+    job.refresh()
+    assert job.enqueued_at is not None and job.created_at is not None
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, 511, 512, 513, 5000])
+def test_job_data_decompresses_as_rqs(size: int) -> None:
+    raw = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert zlib.decompress(compress(raw)) == raw
+    if size > SMALL_PAYLOAD:
+        assert compress(raw) == zlib.compress(raw)
+
+
+def test_each_thread_keeps_one_connection_and_survives_a_kill(app: Flask, r: redis.Redis) -> None:
+    with app.app_context():
+        state = get_state()
+
+    def burst(n: int) -> None:
+        for i in range(n):
+            enqueue(
+                state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, {"name": f"t{i}", "age": 1}
+            )
+
+    in_use = state.redis.connection_pool._in_use_connections  # type: ignore[attr-defined]
+    barrier = threading.Barrier(4)
+
+    def burst_and_count(n: int) -> int:
+        burst(n)
+        barrier.wait()
+        return len(in_use)  # every thread still holds its connection here
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(burst_and_count, [50] * 4)) == [4] * 4
+    assert r.llen("rq:queue:member") == 200
+    gc.collect()
+    assert len(in_use) == 0  # given back when the threads ended
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(burst, [1] * 4))
+        r.client_kill_filter(_type="normal", skipme=True)  # the held connections die between jobs
+        list(pool.map(burst, [24] * 4))
+    assert r.llen("rq:queue:member") == 300
+    assert len(set(r.lrange("rq:queue:member", 0, -1))) == 300
+    state.redis.connection_pool.disconnect()
+    burst(1)
+    assert r.llen("rq:queue:member") == 301
