@@ -1,6 +1,6 @@
 """HTTP enqueue: ``POST /queue/members`` under wrk, the producer against stock Flask+RQ.
 
-Ours: ``redis-archive serve``'s gunicorn set-up (threaded workers, keep-alive). Baseline:
+Ours: ``redis-archive serve``'s set-up (granian, 2 processes of 4 threads, keep-alive). Baseline:
 ``bench.baseline_app`` (plain Flask view, ``Queue.enqueue``) under gunicorn with two sync
 workers. Both enqueue the same job into the same private Redis; wrk runs 16 connections.
 """

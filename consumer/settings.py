@@ -8,35 +8,22 @@ passwords and TLS options as the producer (:func:`shared.connections.rq_sentinel
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
 from shared.connections import close_redis, get_redis, rq_redis_url, rq_sentinel_config
 from shared.constants import ALL_QUEUES
 from shared.exceptions import EvictionPolicyError
+from shared.logs import show_logs
 from shared.memory import check_queue_policy
 from shared.settings import Settings
 
 _settings = Settings.from_env()
 
 
-def _configure_logging(level: str) -> None:
-    """Show this project's log lines (job events, alerts) beside RQ's in the worker's stderr.
-
-    RQ configures only its own ``rq.worker`` logger; this module is the worker's entry point.
-    """
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("consumer", "shared"):
-        logger = logging.getLogger(name)
-        if not logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(formatter)
-            logger.addHandler(handler)
-            logger.setLevel(level.upper())
-
-
-_configure_logging(_settings.log_level)
+# Show this project's log lines (job events, alerts) beside RQ's in the worker's stderr: RQ
+# configures only its own ``rq.worker`` logger, and this module is the worker's entry point.
+show_logs(("consumer", "shared"), _settings.log_level)
 
 
 def _refuse_evicting_policy(settings: Settings) -> None:

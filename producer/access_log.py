@@ -1,4 +1,4 @@
-"""One log line per request: ip, method, path, user agent, status, duration."""
+"""One log line per request: ip, basic-auth user, method, path, status, duration, user agent."""
 
 from __future__ import annotations
 
@@ -32,10 +32,13 @@ def register_access_log(app: Flask) -> None:
         status = response.status_code
         level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
         if logger.isEnabledFor(level):
+            auth = request.authorization if "Authorization" in request.headers else None
+            user = auth.username if auth is not None and auth.type == "basic" and auth.username else "-"
             logger.log(
                 level,
-                '%s "%s %s" %s %.1fms "%s"',
+                '%s %s "%s %s" %s %.1fms "%s"',
                 printable(request.headers.get("X-Forwarded-For", request.remote_addr or "-")),
+                printable(user).replace(" ", "\\x20"),
                 printable(request.method),
                 printable(request.full_path.rstrip("?")),
                 status,

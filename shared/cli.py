@@ -69,10 +69,10 @@ def _exec(argv: list[str], env: dict[str, str]) -> None:
 @click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True)
 @click.option("--port", envvar="PORT", default=1111, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", "-w", "http_workers", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256), help="Threads each.")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 256), help="Threads each.")
 @pass_context
 def serve(obj: Context, host: str, port: int, http_workers: int, threads: int) -> None:
-    """Serve the producer API with gunicorn (threaded workers, keep-alive connections)."""
+    """Serve the producer API with granian (worker processes of threads, keep-alive connections)."""
     env = dict(os.environ, REDIS_URL=obj.settings.redis_url)
     _exec(producer_argv(host, port, http_workers, threads), env)
 

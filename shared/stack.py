@@ -63,33 +63,42 @@ def monitor_argv() -> list[str]:
     return [sys.executable, "-m", "consumer.recovery"]
 
 
-def producer_argv(host: str, port: int, workers: int = 2, threads: int = 8) -> list[str]:
-    """Gunicorn serving ``producer:create_app()``: threaded workers that keep connections alive."""
-    return [
+def producer_argv(host: str, port: int, workers: int = 2, threads: int = 4) -> list[str]:
+    """The producer under granian: ``workers`` processes of ``threads`` threads, keep-alive.
+
+    Granian parses HTTP in Rust and hands each request to a Python thread, so the Python
+    work per request is the app's alone. Each process builds its app (and stats thread) with
+    ``producer.server:served_app``; ``SERVER_ACCESS_LOG=1`` adds the server's own access log
+    to the app's (``producer.access``).
+    """
+    argv = [
         sys.executable,
         "-m",
-        "gunicorn",
-        "--bind",
-        f"{host}:{port}",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--host",
+        host,
+        "--port",
+        str(port),
         "--workers",
         str(workers),
-        "--worker-class",
-        "gthread",
-        "--threads",
+        "--blocking-threads",
         str(threads),
-        "--keep-alive",
-        "30",
         "--backlog",
         "2048",
-        "--graceful-timeout",
+        "--http",
+        "1",
+        "--http1-keep-alive",
+        "--workers-kill-timeout",
         "10",
-        "--access-logfile",
-        "-" if os.environ.get("GUNICORN_ACCESS_LOG") else "/dev/null",
-        # Starts the producer's stats thread in each worker (not in apps built by tests).
-        "--config",
-        "python:producer.gunicorn_conf",
-        "producer:create_app()",
+        "--respawn-failed-workers",
+        "--no-ws",
+        "--factory",
     ]
+    if os.environ.get("SERVER_ACCESS_LOG"):
+        argv.append("--access-log")
+    return [*argv, "producer.server:served_app"]
 
 
 def find_redis_server() -> tuple[str, str] | None:
@@ -234,7 +243,7 @@ class Stack:
         if not procs.wait_until(lambda: procs.port_open(self.host, self.port), 30):
             self.stop()
             raise ArchiveError(f"the producer did not start listening on {self.host}:{self.port}")
-        self.say(f"producer  http://{self.host}:{self.port} (gunicorn; /openapi.json, /metrics)")
+        self.say(f"producer  http://{self.host}:{self.port} (granian; /openapi.json, /metrics)")
         self.say(f"dashboard http://{self.host}:{self.port}/dashboard ({login})")
         for child in self.children[1:]:
             assert child.proc is not None

@@ -63,3 +63,13 @@ def test_control_characters_cannot_forge_log_lines(
     message = record.getMessage()
     assert "\n" not in message and "\r" not in message and "\x00" not in message and "\x1b" not in message
     assert "a\\x0a127.0.0.1" in message and "\\x0d\\x00" in message and "x\\x1by" in message
+
+
+def test_basic_auth_user_is_logged(client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="producer.access"):
+        client.get("/healthz", auth=("ops admin", "secret"))
+        client.get("/healthz")
+        client.get("/healthz", headers={"Authorization": "Bearer token-value"})
+    messages = [record.getMessage() for record in access_records(caplog)]
+    assert [message.split(" ")[1] for message in messages] == ["ops\\x20admin", "-", "-"]
+    assert "secret" not in "".join(messages) and "token-value" not in "".join(messages)

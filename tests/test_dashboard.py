@@ -431,7 +431,7 @@ def test_up_keeps_a_given_password() -> None:
     assert "mine" not in line and "user ops" in line
 
 
-# --- a real browser against a gunicorn-served producer ---------------------------------------------
+# --- a real browser against the served producer (granian) ---- ---------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -439,7 +439,7 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 
 @dataclass
 class LiveStack:
-    """A private redis-server and the producer under gunicorn, with jobs in the member queue."""
+    """A private redis-server and the served producer (granian), with jobs in the member queue."""
 
     base: str
     port: int
@@ -466,12 +466,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     engine = make_engine(env["DATABASE_URL"])
     init_db(engine)
     engine.dispose()
-    log = (directory / "gunicorn.log").open("wb")
+    log = (directory / "producer.log").open("wb")
     argv = producer_argv("127.0.0.1", port, workers=2)
-    argv[argv.index("--access-logfile") + 1] = "-"  # gunicorn's access log names the basic-auth user
     producer = procs.spawn(argv, env=env, stdout=log, stderr=log)
     try:
-        assert procs.wait_until(lambda: procs.port_open("127.0.0.1", port), 30), "gunicorn did not start"
+        assert procs.wait_until(lambda: procs.port_open("127.0.0.1", port), 30), "producer did not start"
         base = f"http://127.0.0.1:{port}"
         with requests.Session() as http:
             for i in range(5):
@@ -488,7 +487,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
                     http.post(f"{base}/queue/members", json={"name": f"wait{i}", "age": 30}).status_code
                     == 202
                 )
-        yield LiveStack(base, port, server.url, env, directory / "gunicorn.log")
+        yield LiveStack(base, port, server.url, env, directory / "producer.log")
     finally:
         procs.stop(producer, timeout=15)
         log.close()
@@ -534,7 +533,7 @@ def test_without_credentials_the_page_answers_401(live: LiveStack) -> None:
     assert requests.get(live.base + "/dashboard/", auth=("admin", PASSWORD), timeout=10).status_code == 200
 
 
-def test_gunicorn_workers_run_the_stats_thread(live: LiveStack) -> None:
+def test_server_workers_run_the_stats_thread(live: LiveStack) -> None:
     conn = redis.Redis.from_url(live.redis_url)
     try:
         # Enqueue latencies of the 8 POSTs, flushed by the workers' threads without a scrape.
@@ -566,10 +565,10 @@ def test_browser_logs_in_and_reads_queues_and_memory(live: LiveStack, browser: A
             (By.XPATH, "//table[@id='queues']//tr[@data-role='queue'][td[1]='member']")
         )
     )
-    # Chromium met the 401 challenge and answered it with the credentials. gunicorn's access log
-    # has: remote, -, user, [time], "request", status, ..., "user agent".
+    # Chromium met the 401 challenge and answered it with the credentials. The producer's access
+    # log has: remote, basic-auth user, "method path", status, duration, "user agent".
     answers = re.findall(
-        r' - (\S+) \[[^]]*\] "GET /dashboard/ HTTP/1.1" (\d+) .*HeadlessChrome', live.log.read_text()
+        r'producer\.access: \S+ (\S+) "GET /dashboard/" (\d+) .*HeadlessChrome', live.log.read_text()
     )
     assert answers[:3] == [("-", "401"), ("-", "401"), ("admin", "200")]
     cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]

@@ -118,7 +118,7 @@ def test_up_runs_everything_and_stops_every_child(tmp_path: Path, cleanup: list[
     assert f"data in {tmp_path / 'var' / 'redis'}" in up.output
     assert (tmp_path / "var" / "redis" / "redis.log").exists()
     assert f"producer  http://127.0.0.1:{up.port}" in up.output
-    assert up.output.count("worker-") == 2
+    assert sum(line.startswith("worker-") for line in up.output.splitlines()) == 2
     response = requests.post(f"{up.base}/queue/members", json={"name": "up", "age": 5}, timeout=5)
     assert response.status_code == 202
     job_id = response.json()["jobId"]
