@@ -2,7 +2,9 @@
 
 Ours: ``redis-archive serve``'s set-up (granian, 2 processes of 4 threads, keep-alive). Baseline:
 ``bench.baseline_app`` (plain Flask view, ``Queue.enqueue``) under gunicorn with two sync
-workers. Both enqueue the same job into the same private Redis; wrk runs 16 connections.
+workers. Where node and npm are present, also Express + Bull v4 in one node process (the
+NestJS producer this project replaces runs as one). All enqueue into the same private Redis;
+wrk runs 16 connections.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from redis import Redis
 
+from bench import bull
 from bench.common import print_rows, row
 from shared import procs
 from shared.stack import producer_argv
@@ -58,7 +61,7 @@ def measure(redis_url: str, seconds: int = 10, rounds: int = 3) -> list[str]:
         return [row("HTTP POST /queue/members", "(wrk missing: apt-get install wrk)", "")]
     conn = Redis.from_url(redis_url)
     results: dict[str, list[tuple[float, float]]] = {"ours": [], "baseline": []}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, bull.bull() as modules:
         env = dict(
             os.environ, REDIS_URL=redis_url, DATABASE_URL=f"sqlite:///{tmp}/bench.db", LOG_LEVEL="WARNING"
         )
@@ -77,6 +80,11 @@ def measure(redis_url: str, seconds: int = 10, rounds: int = 3) -> list[str]:
             _serve(producer_argv("127.0.0.1", ports["ours"]), env, ports["ours"]),
         ]
         try:
+            if modules is not None:
+                ports["express"] = procs.free_port()
+                results["express"] = []
+                express = ["node", str(bull.EXPRESS), str(ports["express"]), redis_url]
+                servers.append(_serve(express, bull.node_env(modules), ports["express"]))
             for port in ports.values():
                 _wrk(f"http://127.0.0.1:{port}/queue/members", 2)  # warm-up
             for _ in range(rounds):
@@ -87,18 +95,26 @@ def measure(redis_url: str, seconds: int = 10, rounds: int = 3) -> list[str]:
             for server in servers:
                 procs.stop(server)
     conn.close()
-    ours = statistics.median(rate for rate, _ in results["ours"])
-    ours_p99 = statistics.median(p99 for _, p99 in results["ours"])
-    base = statistics.median(rate for rate, _ in results["baseline"])
-    base_p99 = statistics.median(p99 for _, p99 in results["baseline"])
-    return [
+    medians = {
+        name: (statistics.median(rate for rate, _ in runs), statistics.median(p99 for _, p99 in runs))
+        for name, runs in results.items()
+    }
+    what = "HTTP `POST /queue/members`, wrk, 16 connections"
+    (ours, ours_p99), (base, base_p99) = medians["ours"], medians["baseline"]
+    shown = f"{ours:,.0f} req/s, p99 {ours_p99:.0f} ms"
+    rows = [
         row(
-            "HTTP `POST /queue/members`, wrk, 16 connections",
-            f"{ours:,.0f} req/s, p99 {ours_p99:.0f} ms",
+            what,
+            shown,
             f"{base:,.0f} req/s, p99 {base_p99:.0f} ms: Flask + `Queue.enqueue`, gunicorn 2 sync workers",
             ours / base,
         )
     ]
+    if "express" in medians:
+        node, node_p99 = medians["express"]
+        baseline = f"{node:,.0f} req/s, p99 {node_p99:.0f} ms: Express + Bull v4 `add`, one node process"
+        rows.append(row(what, shown, baseline, ours / node))
+    return rows
 
 
 def main() -> None:
