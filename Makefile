@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint clean browser
+.PHONY: run test bench lint clean browser wrk
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ run: $(VENV)/.run-installed
 test: $(VENV)/.test-installed browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.test-installed
+bench: $(VENV)/.test-installed wrk
 	flock /tmp/bench.lock $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The dashboard's browser test drives Debian's headless Chromium; install it when missing (as root).
@@ -33,6 +33,16 @@ browser:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 		else \
 			echo "the browser test needs chromium and chromium-driver: sudo apt-get install chromium chromium-driver" >&2; \
+		fi; \
+	fi
+
+# The HTTP benchmark drives wrk; install it when missing (as root).
+wrk:
+	@if ! command -v wrk >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+		else \
+			echo "the HTTP benchmark needs wrk: sudo apt-get install wrk" >&2; \
 		fi; \
 	fi
 

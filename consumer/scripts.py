@@ -20,6 +20,8 @@ local now = tonumber(ARGV[4])
 local default_ttl = tonumber(ARGV[6])
 local wanted = tonumber(ARGV[7])
 local claimed = {}
+local wexec = 'rq:worker:' .. worker .. ':executions'
+local max_ttl = 0
 for _, qkey in ipairs(KEYS) do
   while #claimed < wanted do
     local job_id = redis.call('LPOP', qkey)
@@ -46,11 +48,8 @@ for _, qkey in ipairs(KEYS) do
       redis.call('ZADD', xkey, now + ttl + 60, exec_id)
       redis.call('EXPIRE', xkey, ttl + 60)
       redis.call('ZADD', 'rq:wip:' .. origin, math.floor(now) + ttl, comp)
-      local wexec = 'rq:worker:' .. worker .. ':executions'
       redis.call('SADD', wexec, comp)
-      redis.call('EXPIRE', wexec, ttl + 60)
-      redis.call('HSET', wkey, 'state', 'busy', 'last_heartbeat', now_str)
-      if redis.call('TTL', wkey) < ttl then redis.call('EXPIRE', wkey, ttl) end
+      if ttl > max_ttl then max_ttl = ttl end
       redis.call('HSET', jkey, 'last_heartbeat', now_str, 'status', 'started', 'started_at', now_str,
                  'worker_name', worker)
       redis.call('PERSIST', jkey)
@@ -60,46 +59,76 @@ for _, qkey in ipairs(KEYS) do
     end
   end
 end
+-- The worker's own keys once per call, with the longest ttl of the jobs it took.
+if #claimed > 0 then
+  redis.call('EXPIRE', wexec, max_ttl + 60)
+  redis.call('HSET', wkey, 'state', 'busy', 'last_heartbeat', now_str)
+  if redis.call('TTL', wkey) < max_ttl then redis.call('EXPIRE', wkey, max_ttl) end
+end
 return claimed
 """
 
-#: ARGV: job id, execution id, worker name, worker key, origin, started_at, ended_at (RQ date
-#: strings), now (unix seconds), result ttl, working seconds, then the result stream's
-#: field/value pairs. Mirrors a stock worker's ``handle_job_success`` for a job without
-#: dependents and with a non-zero result ttl; returns 0 without writing anything when the job
-#: has dependents (the caller then takes RQ's own path), 1 when done or done before (its
-#: execution is gone: a retried call, or recovery took the job over).
-FINISH = """
-local job_id, exec_id, worker, wkey, origin = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local started, ended, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
-local ttl = tonumber(ARGV[9])
-local jkey = 'rq:job:' .. job_id
-local comp = job_id .. ':' .. exec_id
--- Written already (a retry after a lost reply), or taken over by recovery: nothing to do.
-if redis.call('EXISTS', 'rq:execution:' .. comp) == 0 then return 1 end
-if redis.call('SCARD', jkey .. ':dependents') > 0 then return 0 end
-redis.call('HINCRBY', wkey, 'successful_job_count', 1)
-redis.call('HINCRBYFLOAT', wkey, 'total_working_time', ARGV[10])
-redis.call('HSET', jkey, 'status', 'finished', 'started_at', started, 'ended_at', ended,
-           'last_heartbeat', ended, 'worker_name', worker)
-local rkey = 'rq:results:' .. job_id
-local fields = {}
-for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('XADD', rkey, 'MAXLEN', '~', '10', '*', unpack(fields))
-local fkey = 'rq:finished:' .. origin
-if ttl == -1 then
-  redis.call('PERSIST', rkey)
-  redis.call('ZADD', fkey, '+inf', job_id)
-else
-  redis.call('EXPIRE', rkey, ttl)
-  redis.call('ZADD', fkey, math.floor(now) + ttl, job_id)
-  redis.call('EXPIRE', jkey, ttl)
-  redis.call('EXPIRE', jkey .. ':dependents', ttl)
-  redis.call('EXPIRE', jkey .. ':dependencies', ttl)
+#: One job's success, as a Lua function of its argument list ``a``: job id, execution id,
+#: worker name, worker key, origin, started_at, ended_at (RQ date strings), now (unix seconds),
+#: result ttl, working seconds, then the result stream's field/value pairs. Mirrors a stock
+#: worker's ``handle_job_success`` for a job without dependents and with a non-zero result ttl.
+#: Returns 0 without writing anything when the job has dependents (the caller then takes RQ's
+#: own path); 1 when done; 2 when done before (its execution is gone: a retried call, or
+#: recovery took the job over). The worker's counters are the caller's to add.
+_FINISH_FUNCTION = """
+local function finish(a, first, n)
+  local job_id, exec_id, worker, origin = a[first], a[first + 1], a[first + 2], a[first + 4]
+  local started, ended, now = a[first + 5], a[first + 6], tonumber(a[first + 7])
+  local ttl = tonumber(a[first + 8])
+  local jkey = 'rq:job:' .. job_id
+  local comp = job_id .. ':' .. exec_id
+  if redis.call('EXISTS', 'rq:execution:' .. comp) == 0 then return 2 end
+  if redis.call('SCARD', jkey .. ':dependents') > 0 then return 0 end
+  redis.call('HSET', jkey, 'status', 'finished', 'started_at', started, 'ended_at', ended,
+             'last_heartbeat', ended, 'worker_name', worker)
+  local rkey = 'rq:results:' .. job_id
+  redis.call('XADD', rkey, 'MAXLEN', '~', '10', '*', unpack(a, first + 10, first + n - 1))
+  local fkey = 'rq:finished:' .. origin
+  if ttl == -1 then
+    redis.call('PERSIST', rkey)
+    redis.call('ZADD', fkey, '+inf', job_id)
+  else
+    redis.call('EXPIRE', rkey, ttl)
+    redis.call('ZADD', fkey, math.floor(now) + ttl, job_id)
+    redis.call('EXPIRE', jkey, ttl)
+    redis.call('EXPIRE', jkey .. ':dependents', ttl)
+    redis.call('EXPIRE', jkey .. ':dependencies', ttl)
+  end
+  redis.call('DEL', 'rq:execution:' .. comp)
+  redis.call('ZREM', 'rq:wip:' .. origin, comp)
+  redis.call('ZREM', 'rq:executions:' .. job_id, exec_id)
+  redis.call('SREM', 'rq:worker:' .. worker .. ':executions', comp)
+  return 1
 end
-redis.call('DEL', 'rq:execution:' .. comp)
-redis.call('ZREM', 'rq:wip:' .. origin, comp)
-redis.call('ZREM', 'rq:executions:' .. job_id, exec_id)
-redis.call('SREM', 'rq:worker:' .. worker .. ':executions', comp)
-return 1
 """
+
+#: Many successes of one worker in one call. ARGV: worker key, then per job its argument
+#: count and its arguments (as for one job, above). Returns one result per job (1 for done
+#: or done before, 0 for "has dependents"); adds the worker's counters once.
+FINISH_MANY = (
+    _FINISH_FUNCTION
+    + """
+local results, done, working = {}, 0, 0
+local i = 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local r = finish(ARGV, i + 1, n)
+  if r == 1 then
+    done = done + 1
+    working = working + tonumber(ARGV[i + 10])
+  end
+  results[#results + 1] = math.min(r, 1)
+  i = i + 1 + n
+end
+if done > 0 then
+  redis.call('HINCRBY', ARGV[1], 'successful_job_count', done)
+  redis.call('HINCRBYFLOAT', ARGV[1], 'total_working_time', working)
+end
+return results
+"""
+)

@@ -133,6 +133,28 @@ def _restore(job: Job, data: dict[bytes, bytes]) -> None:
         job.enqueued_at = _parse_date(enqueued)
 
 
+def _func_cached(job_class: type[Job]) -> type[Job]:
+    """``job_class`` whose ``func`` imports each dotted path once per worker, not on every access.
+
+    RQ's ``Job.func`` calls ``import_attribute`` each time it is read (twice per job).
+    """
+    cache: dict[str, Any] = {}
+
+    class FuncCachedJob(job_class):  # type: ignore[valid-type,misc]
+        @property
+        def func(self) -> Any:
+            name = self.func_name
+            if name is None or self.instance:
+                return super().func
+            func = cache.get(name)
+            if func is None:
+                func = cache[name] = super().func
+            return func
+
+    FuncCachedJob.__name__ = FuncCachedJob.__qualname__ = job_class.__name__
+    return FuncCachedJob
+
+
 class FastWorkerBase(SimpleWorker):
     """An RQ worker that claims and finishes each job in one round trip, without forking."""
 
@@ -156,6 +178,8 @@ class FastWorkerBase(SimpleWorker):
         self.beat_interval = min(3.0, self.heartbeat_timeout / 5)
         self._claim_sha = ""
         self._finish_sha = ""
+        #: The class of the jobs this worker claims (``job_class`` with ``func`` cached).
+        self._claimed_job_class = _func_cached(self.job_class)
         self._suspension_checked_at = 0.0
         self._beats_stop = threading.Event()
         self._beats_thread: threading.Thread | None = None
@@ -346,9 +370,8 @@ class FastWorkerBase(SimpleWorker):
                 if not pending:
                     raw = self.connection.evalsha(self._claim_sha, *claim)
                 else:
-                    commands = [("EVALSHA", self._finish_sha, 0, *done.args) for done in pending]
-                    commands.append(("EVALSHA", self._claim_sha, *claim))
-                    *finished, raw = self._round_trip(commands)
+                    finish = ("EVALSHA", self._finish_sha, 0, *self._finish_many_args(pending))
+                    finished, raw = self._round_trip([finish, ("EVALSHA", self._claim_sha, *claim)])
                     for done, ok in zip(pending, finished, strict=True):
                         self._after_finish(done, bool(ok))
                     if not raw and not all(finished):
@@ -366,7 +389,7 @@ class FastWorkerBase(SimpleWorker):
             self._busy_ttl = max(self._busy_ttl, int(item[3]))
             # The worker's serializer is resolved already; resolving it again per job costs a
             # Protocol isinstance check.
-            job = self.job_class(job_id, connection=self.connection)
+            job = self._claimed_job_class(job_id, connection=self.connection)
             job.serializer = self.serializer
             _restore(job, dict(zip(item[4::2], item[5::2], strict=True)))
             job.worker_name = self.name
@@ -522,17 +545,26 @@ class FastWorkerBase(SimpleWorker):
 
     def _load_scripts(self) -> None:
         self._claim_sha = self.connection.script_load(scripts.CLAIM)
-        self._finish_sha = self.connection.script_load(scripts.FINISH)
+        self._finish_sha = self.connection.script_load(scripts.FINISH_MANY)
+
+    def _finish_many_args(self, pending: list[_Pending]) -> list[Any]:
+        """``FINISH_MANY``'s arguments: the worker key, then each job's count and arguments."""
+        args: list[Any] = [self.key]
+        for done in pending:
+            args.append(len(done.args))
+            args += done.args
+        return args
 
     def _flush(self, pending: _Pending) -> None:
         """Write ``pending``'s success on its own."""
         if not self._finish_sha:
             self._load_scripts()
+        args = self._finish_many_args([pending])
         try:
-            finished = self.connection.evalsha(self._finish_sha, 0, *pending.args)
+            [finished] = self.connection.evalsha(self._finish_sha, 0, *args)
         except redis.exceptions.NoScriptError:
             self._load_scripts()
-            finished = self.connection.evalsha(self._finish_sha, 0, *pending.args)
+            [finished] = self.connection.evalsha(self._finish_sha, 0, *args)
         self._after_finish(pending, bool(finished))
 
     def _after_finish(self, pending: _Pending, finished: bool) -> None:
