@@ -111,6 +111,9 @@ def measure(redis_url: str, scale: float = 1.0, rounds: int = 3) -> list[str]:
         )
     batch = f"{one}, `WORKER_BATCH=50`"
     rows.append(row(batch, f"{m['ours_b']:,.0f}/s", simple, m["ours_b"] / m["simple"]))
+    if "b1" in m:
+        bull1 = f"{m['b1']:,.0f}/s Bull v4, concurrency 1"
+        rows.append(row(batch, f"{m['ours_b']:,.0f}/s", bull1, m["ours_b"] / m["b1"]))
     two = "trivial jobs, 2 worker processes"
     rows.append(row(two, f"{m['ours2']:,.0f}/s", f"{simple} (1 process)", m["ours2"] / m["simple"]))
     two_b = f"{two}, `WORKER_BATCH=50`"
