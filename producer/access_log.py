@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import time
@@ -18,6 +19,17 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def basic_auth_user(header: str | None) -> str:
+    """The user name of a basic-auth header, ``-`` for none (or a header that is not valid)."""
+    if not header or header[:6].lower() != "basic ":
+        return "-"
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return "-"
+    return decoded.partition(":")[0] or "-"
+
+
 def register_access_log(app: Flask) -> None:
     """Log every request of ``app`` once; 4xx at WARNING, 5xx at ERROR."""
 
@@ -32,8 +44,7 @@ def register_access_log(app: Flask) -> None:
         status = response.status_code
         level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
         if logger.isEnabledFor(level):
-            auth = request.authorization if "Authorization" in request.headers else None
-            user = auth.username if auth is not None and auth.type == "basic" and auth.username else "-"
+            user = basic_auth_user(request.headers.get("Authorization"))
             logger.log(
                 level,
                 '%s %s "%s %s" %s %.1fms "%s"',

@@ -23,7 +23,9 @@ from typing import Any, NoReturn
 
 from redis import Redis
 from redis.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Callback, Retry
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -407,12 +409,17 @@ def _refuse(state: ArchiveState, queue_name: str, attempt: _Attempt, tries: int)
     raise ServiceUnavailable(message, headers={"Retry-After": "1"})
 
 
+#: A held connection idle for longer is checked for a close by the server before it is used.
+IDLE_CHECK_SECONDS = 1.0
+
+
 class _Lease:
     """A connection checked out of the pool for one thread; given back when the thread ends."""
 
     def __init__(self, pool: Any) -> None:
         self.connection: AbstractConnection = pool.get_connection()
         self.pid = os.getpid()
+        self.used_at = time.monotonic()
         weakref.finalize(self, _give_back, pool, self.connection, self.pid)
 
 
@@ -423,6 +430,14 @@ def _give_back(pool: Any, connection: AbstractConnection, pid: int) -> None:
 
 class _Held(threading.local):
     lease: _Lease | None = None
+
+
+def _stale(connection: AbstractConnection) -> bool:
+    """Whether the server closed ``connection`` or left unread data on it."""
+    try:
+        return bool(connection.can_read())
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        return True
 
 
 def _send(state: ArchiveState, command: bytes) -> Any:
@@ -441,6 +456,13 @@ def _send(state: ArchiveState, command: bytes) -> Any:
     if lease is None or lease.pid != os.getpid():
         lease = held.lease = _Lease(state.redis.connection_pool)
     connection = lease.connection
+    now = time.monotonic()
+    idle = now - lease.used_at > IDLE_CHECK_SECONDS
+    lease.used_at = now
+    if idle and _stale(connection):
+        # As the pool checks a connection it hands out: after a pause the server may have
+        # closed it (its ``timeout``, a proxy); reconnect now rather than fail and retry.
+        connection.disconnect()
     try:
         connection.send_packed_command([command])
         return connection.read_response()

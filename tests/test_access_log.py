@@ -70,6 +70,10 @@ def test_basic_auth_user_is_logged(client: FlaskClient, caplog: pytest.LogCaptur
         client.get("/healthz", auth=("ops admin", "secret"))
         client.get("/healthz")
         client.get("/healthz", headers={"Authorization": "Bearer token-value"})
+        not_base64 = "Basic " + "n\u00f6t base64".encode().decode("latin-1")
+        client.get("/healthz", headers={"Authorization": not_base64})
+        client.get("/healthz", headers={"Authorization": "Basic !!!"})
     messages = [record.getMessage() for record in access_records(caplog)]
-    assert [message.split(" ")[1] for message in messages] == ["ops\\x20admin", "-", "-"]
+    assert [message.split(" ")[1] for message in messages] == ["ops\\x20admin", "-", "-", "-", "-"]
+    assert all('" 200 ' in message for message in messages)
     assert "secret" not in "".join(messages) and "token-value" not in "".join(messages)

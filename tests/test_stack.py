@@ -181,3 +181,15 @@ def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Error:" in result.stderr and str(port) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_runs_granian_with_keep_alive_and_optional_access_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.stack import producer_argv
+
+    monkeypatch.delenv("SERVER_ACCESS_LOG", raising=False)
+    argv = producer_argv("127.0.0.1", 1111, workers=3, threads=5)
+    assert argv[1:3] == ["-m", "granian"] and argv[-1] == "producer.server:served_app"
+    assert argv[argv.index("--workers") + 1] == "3" and argv[argv.index("--blocking-threads") + 1] == "5"
+    assert "--http1-keep-alive" in argv and "--factory" in argv and "--access-log" not in argv
+    monkeypatch.setenv("SERVER_ACCESS_LOG", "1")
+    assert "--access-log" in producer_argv("127.0.0.1", 1111)
