@@ -182,6 +182,27 @@ class FailoverMixin:
         self._recover_cut_off()
         return self._retrying(super()._finish_and_claim, *args)  # type: ignore[misc]
 
+    def _start_claim(self, pending: list[Any], wanted: int) -> Any:
+        self._recover_cut_off()
+        try:
+            return super()._start_claim(pending, wanted)  # type: ignore[misc]
+        except UNAVAILABLE_ERRORS as exc:
+            if threading.current_thread() is not threading.main_thread():
+                raise
+            self.wait_for_master(exc)
+            return None  # nothing in flight: the caller sends ``pending`` with its next claim
+
+    def _end_claim(self, inflight: Any) -> Any:
+        try:
+            return super()._end_claim(inflight)  # type: ignore[misc]
+        except UNAVAILABLE_ERRORS as exc:
+            if threading.current_thread() is not threading.main_thread():
+                raise
+            # The claim's reply is lost: waiting for the master puts back what it took (a
+            # phantom claim); the successes go again (they are idempotent) with a new claim.
+            self.wait_for_master(exc)
+            return self._finish_and_claim(inflight.pending, inflight.wanted)
+
     def _wait_for_work(self, max_idle_time: int | None, idle_since: float) -> None:
         self._retrying(super()._wait_for_work, max_idle_time, idle_since)  # type: ignore[misc]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 #: now (unix seconds), execution id prefix, ttl for jobs without a timeout, most jobs to claim.
 #: Pops job ids whose hashes still exist and marks each started, like ``prepare_execution`` +
 #: ``prepare_job_execution`` of a stock worker. Returns one ``{queue_key, job_id, execution_id,
-#: ttl, field, value, ...}`` per claimed job (the hash as read before the status change).
+#: ttl, {field, value, ...}}`` per claimed job (the hash as read before the status change).
 CLAIM = """
 local worker = ARGV[1]
 local wkey = ARGV[2]
@@ -53,9 +53,7 @@ for _, qkey in ipairs(KEYS) do
       redis.call('HSET', jkey, 'last_heartbeat', now_str, 'status', 'started', 'started_at', now_str,
                  'worker_name', worker)
       redis.call('PERSIST', jkey)
-      local out = {qkey, job_id, exec_id, ttl}
-      for i = 1, #data do out[#out + 1] = data[i] end
-      claimed[#claimed + 1] = out
+      claimed[#claimed + 1] = {qkey, job_id, exec_id, ttl, data}
     end
   end
 end
@@ -69,7 +67,7 @@ return claimed
 """
 
 #: One job's success, as a Lua function of its argument list ``a``: job id, execution id,
-#: worker name, worker key, origin, started_at, ended_at (RQ date strings), now (unix seconds),
+#: worker name, "1" when the job has dependencies (a ``:dependencies`` set to expire), origin, started_at, ended_at (RQ date strings), now (unix seconds),
 #: result ttl, working seconds, then the result stream's field/value pairs. Mirrors a stock
 #: worker's ``handle_job_success`` for a job without dependents and with a non-zero result ttl.
 #: Returns 0 without writing anything when the job has dependents (the caller then takes RQ's
@@ -96,8 +94,8 @@ local function finish(a, first, n)
     redis.call('EXPIRE', rkey, ttl)
     redis.call('ZADD', fkey, math.floor(now) + ttl, job_id)
     redis.call('EXPIRE', jkey, ttl)
-    redis.call('EXPIRE', jkey .. ':dependents', ttl)
-    redis.call('EXPIRE', jkey .. ':dependencies', ttl)
+    -- (the dependents set is empty, so it does not exist: nothing to expire)
+    if a[first + 3] == '1' then redis.call('EXPIRE', jkey .. ':dependencies', ttl) end
   end
   redis.call('DEL', 'rq:execution:' .. comp)
   redis.call('ZREM', 'rq:wip:' .. origin, comp)

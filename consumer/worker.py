@@ -80,6 +80,18 @@ class _Pending:
     args: list[Any]
 
 
+@dataclass
+class _InFlight:
+    """A finish-and-claim request sent and not yet answered (batch mode's look-ahead)."""
+
+    connection: Any
+    pending: list[_Pending]
+    wanted: int
+    stamp: str
+    now: datetime
+    count: int
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -249,19 +261,22 @@ class FastWorkerBase(SimpleWorker):
     def _run(self, burst: bool, max_jobs: int | None, max_idle_time: int | None) -> int:
         completed = 0
         pending: list[_Pending] = []
+        ready: list[tuple[Job, Queue, Execution]] = []
+        inflight: _InFlight | None = None
         idle_since = time.monotonic()
         try:
             while True:
                 try:
-                    if self._loop_checks(burst):
+                    # Claimed jobs are started already: run them all, even when asked to stop.
+                    if not ready and self._loop_checks(burst):
                         logger.info("Worker %s: stopping on request", self.name)
                         break
                     # Busy before the claim: a SIGTERM arriving now waits for the jobs.
                     self._state = WorkerStatus.BUSY
-                    wanted = self.batch if max_jobs is None else max(1, min(self.batch, max_jobs - completed))
-                    claimed = self._finish_and_claim(pending, wanted)
-                    pending = []
-                    if not claimed:
+                    if not ready:
+                        ready = self._finish_and_claim(pending, self._wanted(completed, max_jobs))
+                        pending = []
+                    if not ready:
                         if burst:
                             logger.info("Worker %s: done, quitting", self.name)
                             break
@@ -270,12 +285,22 @@ class FastWorkerBase(SimpleWorker):
                             break
                         self._wait_for_work(max_idle_time, idle_since)
                         continue
-                    # Every claimed job is started already: run them all, even when asked to stop.
-                    for job, queue, execution in claimed:
+                    running, ready = ready, []
+                    # Batches: claim the next batch (with the last one's successes) while this
+                    # one runs, so the round trip overlaps the work.
+                    ahead = completed + len(running)
+                    if self.batch > 1 and not self._stop_requested and (max_jobs is None or ahead < max_jobs):
+                        inflight = self._start_claim(pending, self._wanted(ahead, max_jobs))
+                        if inflight is not None:
+                            pending = []
+                    for job, queue, execution in running:
                         done = self._execute(job, queue, execution)
                         if done is not None:
                             pending.append(done)
                         completed += 1
+                    if inflight is not None:
+                        sent, inflight = inflight, None
+                        ready = self._end_claim(sent)
                     idle_since = time.monotonic()
                     if max_jobs is not None and completed >= max_jobs:
                         logger.info("Worker %s: finished executing %d jobs, quitting", self.name, completed)
@@ -287,11 +312,31 @@ class FastWorkerBase(SimpleWorker):
                     break
                 except redis.exceptions.ConnectionError as exc:
                     logger.error("Worker %s: Redis unreachable (%s); retrying in 1s", self.name, exc)
+                    if inflight is not None:
+                        # Its successes are written again with the next claim (they are idempotent).
+                        pending, inflight = inflight.pending + pending, None
                     time.sleep(1)
         finally:
+            if inflight is not None:
+                # Left by an exception mid-batch: register what the claim took, so that recovery
+                # re-queues it if this worker dies; its successes are written below.
+                pending = inflight.pending + pending
+                try:
+                    raw = self._read_replies(inflight.connection, inflight.count)[-1]
+                    ready += self._parse_claimed(raw, inflight.stamp, inflight.now)
+                except Exception:
+                    logger.exception("Worker %s: could not read its last claim", self.name)
+            if ready:
+                logger.warning(
+                    "Worker %s: %d claimed job(s) not run; recovery re-queues them", self.name, len(ready)
+                )
             for done in pending:
                 self._flush(done)
         return completed
+
+    def _wanted(self, completed: int, max_jobs: int | None) -> int:
+        """Jobs to claim next: a batch, or fewer when ``max_jobs`` is near."""
+        return self.batch if max_jobs is None else max(1, min(self.batch, max_jobs - completed))
 
     def _run_threaded(self, burst: bool, max_jobs: int | None, max_idle_time: int | None) -> int:
         completed = 0
@@ -352,17 +397,22 @@ class FastWorkerBase(SimpleWorker):
 
     # -- claiming -------------------------------------------------------------------------------
 
+    def _claim_args(self, wanted: int) -> tuple[list[Any], str, datetime]:
+        """The claim script's KEYS and ARGV for up to ``wanted`` jobs, its stamp and its time."""
+        now = _now()
+        stamp = _fmt(now)
+        queues = self._ordered_queues
+        claim = [len(queues), *(q.key for q in queues)]
+        claim += [self.name, self.key, stamp, repr(now.timestamp()), uuid4().hex, DEFAULT_WORKER_TTL, wanted]
+        return claim, stamp, now
+
     def _finish_and_claim(self, pending: list[_Pending], wanted: int) -> list[tuple[Job, Queue, Execution]]:
         """Write ``pending``'s successes and claim up to ``wanted`` jobs, in one round trip."""
         if self._stop_requested:
             for done in pending:
                 self._flush(done)
             return []
-        now = _now()
-        stamp = _fmt(now)
-        queues = self._ordered_queues
-        claim = [len(queues), *(q.key for q in queues)]
-        claim += [self.name, self.key, stamp, repr(now.timestamp()), uuid4().hex, DEFAULT_WORKER_TTL, wanted]
+        claim, stamp, now = self._claim_args(wanted)
         if not self._claim_sha:
             self._load_scripts()
         while True:
@@ -372,16 +422,58 @@ class FastWorkerBase(SimpleWorker):
                 else:
                     finish = ("EVALSHA", self._finish_sha, 0, *self._finish_many_args(pending))
                     finished, raw = self._round_trip([finish, ("EVALSHA", self._claim_sha, *claim)])
-                    for done, ok in zip(pending, finished, strict=True):
-                        self._after_finish(done, bool(ok))
-                    if not raw and not all(finished):
-                        # RQ's path just enqueued dependents the claim could not see yet.
+                    if not self._finished(pending, finished, raw):
                         pending = []
                         continue
                 break
             except redis.exceptions.NoScriptError:
                 # Redis restarted or flushed its scripts; none of them ran.
                 self._load_scripts()
+        return self._parse_claimed(raw, stamp, now)
+
+    def _finished(self, pending: list[_Pending], finished: list[Any], raw: Any) -> bool:
+        """Book the success writes; ``False`` when the claim must be made again."""
+        for done, ok in zip(pending, finished, strict=True):
+            self._after_finish(done, bool(ok))
+        # RQ's path just enqueued dependents the claim could not see yet.
+        return bool(raw) or all(finished)
+
+    def _start_claim(self, pending: list[_Pending], wanted: int) -> _InFlight:
+        """Send ``pending``'s successes and a claim of up to ``wanted`` jobs; :meth:`_end_claim` reads."""
+        if not self._claim_sha:
+            self._load_scripts()
+        claim, stamp, now = self._claim_args(wanted)
+        commands: list[tuple[Any, ...]] = []
+        if pending:
+            commands.append(("EVALSHA", self._finish_sha, 0, *self._finish_many_args(pending)))
+        commands.append(("EVALSHA", self._claim_sha, *claim))
+        pool = self.connection.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+        except BaseException:
+            connection.disconnect()
+            pool.release(connection)
+            raise
+        return _InFlight(connection, pending, wanted, stamp, now, len(commands))
+
+    def _end_claim(self, inflight: _InFlight) -> list[tuple[Job, Queue, Execution]]:
+        """Read the answer to :meth:`_start_claim`: the jobs claimed (registered as executions)."""
+        replies = self._read_replies(inflight.connection, inflight.count)
+        error = next((reply for reply in replies if isinstance(reply, redis.exceptions.ResponseError)), None)
+        if isinstance(error, redis.exceptions.NoScriptError):
+            self._load_scripts()
+            return self._finish_and_claim(inflight.pending, inflight.wanted)
+        if error is not None:
+            raise error
+        raw = replies[-1]
+        if inflight.pending and not self._finished(inflight.pending, replies[0], raw):
+            return self._finish_and_claim([], inflight.wanted)
+        return self._parse_claimed(raw, inflight.stamp, inflight.now)
+
+    def _parse_claimed(self, raw: Any, stamp: str, now: datetime) -> list[tuple[Job, Queue, Execution]]:
+        """Jobs, queues and executions of a claim script's reply."""
+        queues = self._ordered_queues
         started = datetime.fromisoformat(stamp[:-1]).replace(tzinfo=UTC)
         claimed = []
         for item in raw or []:
@@ -391,7 +483,8 @@ class FastWorkerBase(SimpleWorker):
             # Protocol isinstance check.
             job = self._claimed_job_class(job_id, connection=self.connection)
             job.serializer = self.serializer
-            _restore(job, dict(zip(item[4::2], item[5::2], strict=True)))
+            fields = item[4]
+            _restore(job, dict(zip(fields[::2], fields[1::2], strict=True)))
             job.worker_name = self.name
             job.last_heartbeat = job.started_at = started
             job._status = JobStatus.STARTED
@@ -494,7 +587,7 @@ class FastWorkerBase(SimpleWorker):
             job.id,
             execution.id,
             self.name,
-            self.key,
+            "1" if job._dependency_ids else "0",  # whether a dependencies set may exist
             job.origin,
             _fmt(job.started_at),
             _fmt(job.ended_at),
@@ -526,18 +619,31 @@ class FastWorkerBase(SimpleWorker):
         connection = pool.get_connection()
         try:
             connection.send_packed_command(connection.pack_commands(commands))
+        except BaseException:
+            connection.disconnect()
+            pool.release(connection)
+            raise
+        replies = self._read_replies(connection, len(commands))
+        error = next((reply for reply in replies if isinstance(reply, redis.exceptions.ResponseError)), None)
+        if error is not None:
+            raise error
+        return replies
+
+    def _read_replies(self, connection: Any, count: int) -> list[Any]:
+        """Read ``count`` replies (error replies as exceptions in the list); give the connection back.
+
+        A connection error drops the connection and is raised.
+        """
+        pool = self.connection.connection_pool
+        try:
             replies: list[Any] = []
-            error: redis.exceptions.ResponseError | None = None
-            for _ in commands:
+            for _ in range(count):
                 try:
                     replies.append(connection.read_response())
                 except redis.exceptions.ResponseError as exc:
                     replies.append(exc)
-                    error = error or exc
-            if error is not None:
-                raise error
             return replies
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        except BaseException:
             connection.disconnect()
             raise
         finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any
 
@@ -34,6 +36,18 @@ def fail_then_succeed(key: str, failures: int) -> str:
     if runs <= failures:
         raise RuntimeError(f"run {runs} fails")
     return f"ok after {runs}"
+
+
+def count(key: str) -> int:
+    """Count this run in Redis under ``key``; return the count."""
+    job = get_current_job()
+    assert job is not None
+    return int(job.connection.incr(key))
+
+
+def stop_worker() -> None:
+    """Ask the worker running this job for a warm shutdown, as ``kill -TERM`` would."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def record_success(job: Job, connection: Redis, result: Any, *args: Any, **kwargs: Any) -> None:

@@ -4,6 +4,7 @@ same Redis state (statuses, registries, results, TTLs, retries, callbacks, worke
 from __future__ import annotations
 
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -328,3 +329,72 @@ def test_scripts_flushed_mid_run_are_loaded_again(r: redis.Redis, worker_env: An
     worker.work(burst=True)  # the same worker: its script hashes are gone from Redis
     assert [job.return_value(refresh=True) for job in [first, *jobs]] == [2, 0, 2, 4]
     assert r.zcard(queue.finished_job_registry.key) == 4
+
+
+# --- batch mode: the next batch is claimed while the current one runs ----------------------------
+
+
+def _batch_run(r: redis.Redis, jobs: list[Job], worker: FastWorker, **work: Any) -> dict[str, Any]:
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        worker.work(burst=True, **work)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    return {
+        "runs": int(r.get("runs") or 0),
+        "statuses": [job.get_status(refresh=True).value for job in jobs],
+        "queued": r.llen(queue.key),
+        "started": r.zcard(queue.started_job_registry.key),
+        "executions": r.scard(worker.executions_key),
+    }
+
+
+def test_batch_runs_every_claimed_job_when_stopped(r: redis.Redis, worker_env: Any) -> None:
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    jobs = [queue.enqueue(pj.count, "runs") for _ in range(3)] + [queue.enqueue(pj.stop_worker)]
+    jobs += [queue.enqueue(pj.count, "runs") for _ in range(16)]
+    worker = FastWorker([queue], connection=r, serializer=JSONSerializer, batch=4)
+    state = _batch_run(r, jobs, worker)
+    # The stop came in the first batch; the second was claimed already, so it ran too.
+    assert state["runs"] == 7
+    assert state["statuses"] == ["finished"] * 8 + ["queued"] * 12
+    assert (state["queued"], state["started"], state["executions"]) == (12, 0, 0)
+    assert r.zcard(HEARTBEATS_KEY) == 0
+
+
+def test_batch_stops_at_max_jobs_without_claiming_more(r: redis.Redis, worker_env: Any) -> None:
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    jobs = [queue.enqueue(pj.count, "runs") for _ in range(20)]
+    worker = FastWorker([queue], connection=r, serializer=JSONSerializer, batch=4)
+    state = _batch_run(r, jobs, worker, max_jobs=6)
+    assert state["runs"] == 6
+    assert state["statuses"] == ["finished"] * 6 + ["queued"] * 14
+    assert (state["queued"], state["started"], state["executions"]) == (14, 0, 0)
+
+
+def test_batch_puts_back_a_claim_whose_reply_was_lost(
+    r: redis.Redis, worker_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    jobs = [queue.enqueue(pj.count, "runs") for _ in range(20)]
+    worker = FastWorker([queue], connection=r, serializer=JSONSerializer, batch=4)
+    real_read = worker._read_replies
+    calls = {"n": 0}
+
+    def lose_the_first_look_ahead_reply(connection: Any, count: int) -> list[Any]:
+        calls["n"] += 1
+        if calls["n"] == 1:  # the claim sent while the first batch ran
+            connection.disconnect()
+            worker.connection.connection_pool.release(connection)
+            raise redis.exceptions.ConnectionError("reply lost")
+        return real_read(connection, count)
+
+    monkeypatch.setattr(worker, "_read_replies", lose_the_first_look_ahead_reply)
+    state = _batch_run(r, jobs, worker)
+    # The lost claim's four jobs went back to the queue and ran once each, like every other.
+    assert worker.failovers == 1
+    assert state["runs"] == 20
+    assert state["statuses"] == ["finished"] * 20
+    assert (state["queued"], state["started"], state["executions"]) == (0, 0, 0)
