@@ -67,7 +67,8 @@ return claimed
 """
 
 #: One job's success, as a Lua function of its argument list ``a``: job id, execution id,
-#: worker name, "1" when the job has dependencies (a ``:dependencies`` set to expire), origin, started_at, ended_at (RQ date strings), now (unix seconds),
+#: worker name, "1" when the job has dependencies (a ``:dependencies`` set to expire), origin,
+#: started_at, ended_at (RQ date strings), now (unix seconds),
 #: result ttl, working seconds, then the result stream's field/value pairs. Mirrors a stock
 #: worker's ``handle_job_success`` for a job without dependents and with a non-zero result ttl.
 #: Returns 0 without writing anything when the job has dependents (the caller then takes RQ's

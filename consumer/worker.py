@@ -51,7 +51,7 @@ from rq.queue import Queue
 from rq.results import Result
 from rq.suspension import is_suspended
 from rq.timeouts import JobTimeoutException, TimerDeathPenalty, UnixSignalDeathPenalty
-from rq.utils import utcformat, utcparse
+from rq.utils import utcformat
 from rq.worker import SimpleWorker
 from rq.worker.base import DequeueStrategy, WorkerStatus
 
@@ -60,6 +60,12 @@ from shared.constants import HEARTBEAT_PREFIX
 from . import recovery, scripts
 from .context import get_settings
 from .failover import FailoverMixin
+from .restore import restore
+
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
+    _hiredis_pack = None
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +96,18 @@ class _InFlight:
     stamp: str
     now: datetime
     count: int
+
+
+def _pack(connection: Any, commands: list[tuple[Any, ...]]) -> list[bytes]:
+    """``connection.pack_commands(commands)`` straight through hiredis when it is there.
+
+    redis-py's packer copies every argument through a generator first; the worker's commands
+    hold only str, bytes and int arguments, which hiredis packs as redis-py would.
+    """
+    if _hiredis_pack is None:
+        packed: list[bytes] = connection.pack_commands(commands)
+        return packed
+    return [b"".join(_hiredis_pack(command) for command in commands)]
 
 
 def _now() -> datetime:
@@ -124,25 +142,6 @@ def _alarm_handler(signum: int, frame: FrameType | None) -> None:
     current = AlarmDeathPenalty._current
     if current is not None:
         current.handle_death_penalty(signum, frame)
-
-
-def _parse_date(raw: bytes) -> datetime:
-    """RQ's timestamp format (``2026-01-02T03:04:05.678901Z``), parsed as RQ's ``utcparse`` does."""
-    try:
-        return datetime.fromisoformat(raw.decode()).astimezone(UTC)
-    except ValueError:
-        return utcparse(raw.decode())
-
-
-def _restore(job: Job, data: dict[bytes, bytes]) -> None:
-    """``job.restore(data)``, with the two dates every queued job has parsed cheaply."""
-    created = data.pop(b"created_at", None)
-    enqueued = data.pop(b"enqueued_at", None)
-    job.restore(data)
-    if created:
-        job.created_at = _parse_date(created)
-    if enqueued:
-        job.enqueued_at = _parse_date(enqueued)
 
 
 def _func_cached(job_class: type[Job]) -> type[Job]:
@@ -450,7 +449,7 @@ class FastWorkerBase(SimpleWorker):
         pool = self.connection.connection_pool
         connection = pool.get_connection()
         try:
-            connection.send_packed_command(connection.pack_commands(commands))
+            connection.send_packed_command(_pack(connection, commands))
         except BaseException:
             connection.disconnect()
             pool.release(connection)
@@ -484,7 +483,7 @@ class FastWorkerBase(SimpleWorker):
             job = self._claimed_job_class(job_id, connection=self.connection)
             job.serializer = self.serializer
             fields = item[4]
-            _restore(job, dict(zip(fields[::2], fields[1::2], strict=True)))
+            restore(job, dict(zip(fields[::2], fields[1::2], strict=True)))
             job.worker_name = self.name
             job.last_heartbeat = job.started_at = started
             job._status = JobStatus.STARTED
@@ -618,7 +617,7 @@ class FastWorkerBase(SimpleWorker):
         pool = self.connection.connection_pool
         connection = pool.get_connection()
         try:
-            connection.send_packed_command(connection.pack_commands(commands))
+            connection.send_packed_command(_pack(connection, commands))
         except BaseException:
             connection.disconnect()
             pool.release(connection)

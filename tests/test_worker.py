@@ -15,11 +15,13 @@ import pytest
 import redis
 from rq import Callback, Queue, Retry, SimpleWorker, Worker
 from rq.command import send_stop_job_command
-from rq.job import Job, JobStatus
+from rq.job import Dependency, Job, JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import now
 
+from consumer import restore as restore_module
+from consumer.restore import restore, restored_state
 from consumer.worker import HEARTBEATS_KEY, FastWorker
 
 from . import parity_jobs as pj
@@ -398,3 +400,60 @@ def test_batch_puts_back_a_claim_whose_reply_was_lost(
     assert state["runs"] == 20
     assert state["statuses"] == ["finished"] * 20
     assert (state["queued"], state["started"], state["executions"]) == (0, 0, 0)
+
+
+# --- the claim path's restore against RQ's ------------------------------------------------------
+
+
+def _jobs_of_every_kind(r: redis.Redis) -> list[Job]:
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    parent = queue.enqueue(pj.add, 1, 2)
+    jobs = [
+        parent,
+        queue.enqueue(pj.add, 1, 2, job_timeout=30, result_ttl=60, failure_ttl=90, ttl=600, description="d"),
+        queue.enqueue(pj.add, 3, 4, job_timeout=-1, result_ttl=-1, meta={"name": "x", "n": [1, 2]}),
+        queue.enqueue(
+            pj.fail,
+            "no",
+            retry=Retry(max=3, interval=[1, 2]),
+            on_success=Callback(pj.record_success, timeout=5),
+            on_failure=Callback(pj.record_failure),
+            on_stopped=Callback(pj.record_stopped, timeout=7),
+            at_front=True,
+        ),
+        queue.enqueue(pj.add, 5, 6, depends_on=parent),
+        queue.enqueue(pj.add, 5, 6, depends_on=Dependency(jobs=[parent], allow_failure=True)),
+        queue.enqueue_in(timedelta(seconds=30), pj.add, 7, 8),
+    ]
+    done = queue.enqueue(pj.add, 2, 2)
+    SimpleWorker([queue], connection=r, serializer=JSONSerializer).work(burst=True, max_jobs=1)
+    failed = Queue("other", connection=r, serializer=JSONSerializer).enqueue(pj.fail, "boom")
+    SimpleWorker(["other"], connection=r, serializer=JSONSerializer).work(burst=True)
+    bad_meta = queue.enqueue(pj.add, 1, 1)
+    r.hset(bad_meta.key, "meta", b"\x80not json")
+    return [*jobs, done, failed, bad_meta]
+
+
+def test_claim_restore_sets_what_rqs_restore_sets(
+    r: redis.Redis, worker_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = _jobs_of_every_kind(r)
+    assert len(jobs) == 10
+    fast = []
+    real_fast_restore = restore_module._restore
+
+    def counted(job: Job, data: dict[bytes, bytes]) -> None:
+        real_fast_restore(job, data)
+        fast.append(job.id)
+
+    monkeypatch.setattr(restore_module, "_restore", counted)
+    for job in jobs:
+        raw = r.hgetall(job.key)
+        theirs = Job(job.id, connection=r, serializer=JSONSerializer)
+        theirs.restore(dict(raw))
+        ours = Job(job.id, connection=r, serializer=JSONSerializer)
+        restore(ours, dict(raw))
+        assert restored_state(ours) == restored_state(theirs), raw
+        assert ours.func_name == theirs.func_name and ours.args == theirs.args and ours.meta == theirs.meta
+    # Every job but the failed one (RQ's own restore reads its exception text) took the fast path.
+    assert len(fast) >= 9
