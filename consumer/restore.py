@@ -35,6 +35,10 @@ KNOWN = frozenset(
 RARE = (b"result", b"exc_info", b"webhooks")
 
 
+#: Job statuses by their stored value.
+_STATUSES = {status.value.encode(): status for status in JobStatus}
+
+
 class _Unusual(Exception):
     """A value this module does not parse the way RQ would: RQ's ``restore`` takes the job."""
 
@@ -97,7 +101,7 @@ def _restore(job: Job, data: dict[bytes, bytes]) -> None:
     job.timeout = _int(v) if (v := get(b"timeout")) else None
     job.result_ttl = _int(v) if (v := get(b"result_ttl")) else None
     job.failure_ttl = _int(v) if (v := get(b"failure_ttl")) else None
-    job._status = JobStatus(v.decode()) if (v := get(b"status")) else JobStatus.CREATED
+    job._status = (_STATUSES.get(v) or JobStatus(v.decode())) if (v := get(b"status")) else JobStatus.CREATED
     _callbacks(job, data)
     dep_ids, dep_id = get(b"dependency_ids"), get(b"dependency_id")
     job._dependency_ids = json.loads(dep_ids.decode()) if dep_ids else [dep_id.decode()] if dep_id else []

@@ -98,6 +98,10 @@ class _InFlight:
     count: int
 
 
+#: ``Result.Type.SUCCESSFUL.value``, looked up once.
+_SUCCESSFUL = Result.Type.SUCCESSFUL.value
+
+
 def _pack(connection: Any, commands: list[tuple[Any, ...]]) -> list[bytes]:
     """``connection.pack_commands(commands)`` straight through hiredis when it is there.
 
@@ -472,7 +476,7 @@ class FastWorkerBase(SimpleWorker):
 
     def _parse_claimed(self, raw: Any, stamp: str, now: datetime) -> list[tuple[Job, Queue, Execution]]:
         """Jobs, queues and executions of a claim script's reply."""
-        queues = self._ordered_queues
+        by_key = {q.key: q for q in self._ordered_queues}
         started = datetime.fromisoformat(stamp[:-1]).replace(tzinfo=UTC)
         claimed = []
         for item in raw or []:
@@ -487,7 +491,7 @@ class FastWorkerBase(SimpleWorker):
             job.worker_name = self.name
             job.last_heartbeat = job.started_at = started
             job._status = JobStatus.STARTED
-            queue = next(q for q in queues if q.key == queue_key)
+            queue = by_key[queue_key]
             execution = Execution(exec_id, job_id, self.connection, worker_name=self.name)
             execution.created_at = execution.last_heartbeat = now
             execution._job = job
@@ -581,30 +585,34 @@ class FastWorkerBase(SimpleWorker):
         self.handle_job_failure(job, queue=queue, exc_string="Job stopped by user.", execution=execution)
 
     def _finish_args(self, job: Job, execution: Execution, result_ttl: int) -> list[Any]:
-        assert job.started_at is not None and job.ended_at is not None
+        started, ended = job.started_at, job.ended_at
+        assert started is not None and ended is not None
+        ended_at = repr(ended.timestamp())
         args: list[Any] = [
             job.id,
             execution.id,
             self.name,
             "1" if job._dependency_ids else "0",  # whether a dependencies set may exist
             job.origin,
-            _fmt(job.started_at),
-            _fmt(job.ended_at),
-            repr(job.ended_at.timestamp()),
+            _fmt(started),
+            _fmt(ended),
+            ended_at,
             result_ttl,
-            repr((job.ended_at - job.started_at).total_seconds()),
+            repr((ended - started).total_seconds()),
+            # The fields of rq.results.Result.serialize() for a successful result.
+            "type",
+            _SUCCESSFUL,
+            "worker_name",
+            self.name,
         ]
-        # The fields of rq.results.Result.serialize() for a successful result.
-        args += ["type", Result.Type.SUCCESSFUL.value, "worker_name", self.name]
         if job._result is not None:
             try:
                 serialized = job.serializer.dumps(job._result)
             except Exception:
                 serialized = job.serializer.dumps(UNSERIALIZABLE_RETURN_VALUE_PAYLOAD)
             args += ["return_value", b64encode(serialized).decode()]
-        args += ["execution_id", execution.id]
-        args += ["execution_started_at", repr(execution.created_at.timestamp())]
-        args += ["execution_ended_at", repr(job.ended_at.timestamp())]
+        args += ["execution_id", execution.id, "execution_started_at", repr(execution.created_at.timestamp())]
+        args += ["execution_ended_at", ended_at]
         return args
 
     def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
