@@ -77,7 +77,8 @@ class Stopwatch:
 
 def row(what: str, ours: str, baseline: str, ratio: float | None = None, note: str = "") -> str:
     """One markdown table row: what, ours, baseline, ratio."""
-    shown = f"{ratio:.1f}x" if ratio is not None else ""
+    # Two decimals near parity, where one would round 0.97x up to "1.0x".
+    shown = "" if ratio is None else f"{ratio:.2f}x" if ratio < 2 else f"{ratio:.1f}x"
     return f"| {what} | {ours} | {baseline} | {shown} | {note} |"
 
 
