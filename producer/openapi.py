@@ -15,6 +15,7 @@ from typing import Any, TypeVar, cast
 
 from flask import Flask, has_app_context, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import (
     AnyConverter,
     BaseConverter,
@@ -85,6 +86,26 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _body_bytes() -> bytes:
+    """The request body, refused with 413 when it is over the request's limit.
+
+    With a ``Content-Length``, Werkzeug refuses an oversized body before reading it. A chunked
+    body has none, and Werkzeug then cuts it at the limit without saying so (the rest would be
+    parsed as truncated JSON, a misleading 400): read it here, up to one byte past the limit.
+    """
+    limit = request.max_content_length
+    environ = request.environ
+    if request.content_length is not None or limit is None or "wsgi.input_terminated" not in environ:
+        return request.get_data(cache=True)
+    stream, body = environ["wsgi.input"], bytearray()
+    while len(body) <= limit:
+        chunk = stream.read(min(65536, limit + 1 - len(body)))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    raise RequestEntityTooLarge()
+
+
 def parse_json_body() -> Any:
     """The request body as JSON, or a 415/400 :class:`ApiError`."""
     if request.mimetype != "application/json":
@@ -93,7 +114,7 @@ def parse_json_body() -> Any:
             status=415,
             code="unsupported_media_type",
         )
-    raw = request.get_data(cache=True)
+    raw = _body_bytes()
     try:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

@@ -70,6 +70,19 @@ def test_500_members_posted_concurrently_are_written_exactly_once(stack: tuple[s
         job_ids = list(pool.map(post, range(500)))
     assert len(set(job_ids)) == 500
 
+    # Through the real server a chunked body (a generator: no Content-Length) over the limit
+    # is a 413, not JSON cut at the limit.
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "big", "age": 1, "email": "'
+        yield b"x" * 70_000
+        yield b'@example.com"}'
+
+    response = requests.post(
+        f"{base}/queue/members", data=chunks(), headers={"Content-Type": "application/json"}, timeout=10
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "request_entity_too_large"
+
     engine = make_engine(db_url)
 
     def all_written() -> bool:

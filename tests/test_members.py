@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -148,3 +149,28 @@ def test_bad_member_query_is_422(client: FlaskClient, query: str) -> None:
     response = client.get(f"/members?{query}")
     assert response.status_code == 422
     assert response.get_json()["error"]["fields"]
+
+
+def _chunked(client: FlaskClient, body: bytes) -> Any:
+    """POST ``body`` as a server hands over a chunked request: no Content-Length, input terminated."""
+    return client.post(
+        "/queue/members",
+        input_stream=io.BytesIO(body),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_a_truncated_400(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    oversized = json.dumps({"name": "a", "age": 3, "email": "x" * 70_000}).encode()
+    response = _chunked(client, oversized)
+    assert response.status_code == 413, response.get_json()
+    assert response.get_json()["error"]["code"] == "request_entity_too_large"
+    # Exactly at the limit is not over it; a small chunked body is enqueued.
+    at_limit = b'{"name": "a", "age": 3}'.ljust(65536, b" ")
+    assert _chunked(client, at_limit).status_code == 202
+    assert _chunked(client, b'{"name": "b", "age": 4}').status_code == 202
+    assert queue_len(r) == 2
