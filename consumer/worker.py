@@ -114,6 +114,11 @@ def _pack(connection: Any, commands: list[tuple[Any, ...]]) -> list[bytes]:
     return [b"".join(_hiredis_pack(command) for command in commands)]
 
 
+def _first_error(replies: list[Any]) -> redis.exceptions.ResponseError | None:
+    """The first error reply among ``replies``, if any."""
+    return next((reply for reply in replies if isinstance(reply, redis.exceptions.ResponseError)), None)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -450,20 +455,13 @@ class FastWorkerBase(SimpleWorker):
         if pending:
             commands.append(("EVALSHA", self._finish_sha, 0, *self._finish_many_args(pending)))
         commands.append(("EVALSHA", self._claim_sha, *claim))
-        pool = self.connection.connection_pool
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command(_pack(connection, commands))
-        except BaseException:
-            connection.disconnect()
-            pool.release(connection)
-            raise
+        connection = self._send(commands)
         return _InFlight(connection, pending, wanted, stamp, now, len(commands))
 
     def _end_claim(self, inflight: _InFlight) -> list[tuple[Job, Queue, Execution]]:
         """Read the answer to :meth:`_start_claim`: the jobs claimed (registered as executions)."""
         replies = self._read_replies(inflight.connection, inflight.count)
-        error = next((reply for reply in replies if isinstance(reply, redis.exceptions.ResponseError)), None)
+        error = _first_error(replies)
         if isinstance(error, redis.exceptions.NoScriptError):
             self._load_scripts()
             return self._finish_and_claim(inflight.pending, inflight.wanted)
@@ -622,6 +620,17 @@ class FastWorkerBase(SimpleWorker):
         noticeable share of a trivial job's cost). The first error reply is raised after all
         replies are read; a connection error drops the connection.
         """
+        replies = self._read_replies(self._send(commands), len(commands))
+        error = _first_error(replies)
+        if error is not None:
+            raise error
+        return replies
+
+    def _send(self, commands: list[tuple[Any, ...]]) -> Any:
+        """Send ``commands`` at once on a pooled connection; the caller reads the replies from it.
+
+        A failed send drops the connection and gives it back before the error is raised.
+        """
         pool = self.connection.connection_pool
         connection = pool.get_connection()
         try:
@@ -630,11 +639,7 @@ class FastWorkerBase(SimpleWorker):
             connection.disconnect()
             pool.release(connection)
             raise
-        replies = self._read_replies(connection, len(commands))
-        error = next((reply for reply in replies if isinstance(reply, redis.exceptions.ResponseError)), None)
-        if error is not None:
-            raise error
-        return replies
+        return connection
 
     def _read_replies(self, connection: Any, count: int) -> list[Any]:
         """Read ``count`` replies (error replies as exceptions in the list); give the connection back.

@@ -121,17 +121,23 @@ def parse_json_body() -> Any:
         raise ApiError(f"body is not valid JSON: {exc}", status=400, code="invalid_json") from None
 
 
-def parse_body(model: type[BaseModel]) -> BaseModel:
-    """Validate the JSON body against ``model`` strictly (no type coercion)."""
-    data = parse_json_body()
+def _validated(
+    model: type[BaseModel], data: Any, where: str, label: str, *, strict: bool | None
+) -> BaseModel:
+    """``model`` validated from ``data``, or a 422 naming each field (``<where>.<field>``)."""
     try:
-        return model.model_validate(data, strict=True)
+        return model.model_validate(data, strict=strict)
     except ValidationError as exc:
-        fields = _field_errors(exc, "body")
+        fields = _field_errors(exc, where)
         raise ValidationFailed(
-            "invalid request body: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields),
+            f"invalid {label}: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields),
             fields=fields,
         ) from None
+
+
+def parse_body(model: type[BaseModel]) -> BaseModel:
+    """Validate the JSON body against ``model`` strictly (no type coercion)."""
+    return _validated(model, parse_json_body(), "body", "request body", strict=True)
 
 
 def parse_query(model: type[BaseModel]) -> BaseModel:
@@ -140,26 +146,12 @@ def parse_query(model: type[BaseModel]) -> BaseModel:
     for key in request.args:
         values = request.args.getlist(key)
         data[key] = values[0] if len(values) == 1 else values
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        fields = _field_errors(exc, "query")
-        raise ValidationFailed(
-            "invalid query: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields),
-            fields=fields,
-        ) from None
+    return _validated(model, data, "query", "query", strict=None)
 
 
 def parse_path(model: type[BaseModel], values: Mapping[str, Any]) -> BaseModel:
     """Validate the path parameters (already split out by the URL rule) against ``model``."""
-    try:
-        return model.model_validate(dict(values), strict=True)
-    except ValidationError as exc:
-        fields = _field_errors(exc, "path")
-        raise ValidationFailed(
-            "invalid path: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields),
-            fields=fields,
-        ) from None
+    return _validated(model, dict(values), "path", "path", strict=True)
 
 
 def operation(

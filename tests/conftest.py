@@ -13,15 +13,10 @@ from flask.testing import FlaskClient
 from producer import create_app
 from shared.settings import Settings
 
-from .servers import MYSQL_ADMIN_URL, PG_ADMIN_URL, RedisProc, fresh_database, start_redis
+from .servers import MYSQL_ADMIN_URL, PG_ADMIN_URL, RedisProc, fresh_database, private_redis_proc
 
-
-@pytest.fixture(scope="session")
-def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
-    """One real redis-server for the session, on a free port."""
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.kill()
+#: One real redis-server for the session, on a free port.
+redis_proc = pytest.fixture(scope="session", name="redis_proc")(private_redis_proc)
 
 
 @pytest.fixture

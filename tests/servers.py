@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import redis
 
 from shared.procs import free_port
@@ -94,6 +95,17 @@ def start_redis(
         proc.kill()
         raise
     return RedisProc(port, proc, directory, argv)
+
+
+def private_redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
+    """A redis-server of the fixture's own, on a free port (the body of the ``redis_proc`` fixtures).
+
+    The session has one (conftest); a module whose commands or settings must stay out of it
+    declares ``redis_proc = pytest.fixture(scope="module", name="redis_proc")(private_redis_proc)``.
+    """
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.kill()
 
 
 @contextmanager

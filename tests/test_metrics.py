@@ -25,16 +25,11 @@ from shared.settings import Settings
 from shared.stack import worker_argv
 
 from .conftest import close_app
-from .servers import RedisProc, run_env, start_redis
+from .servers import private_redis_proc, run_env, start_redis
 
-
-@pytest.fixture(scope="module")
-def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
-    """This module's own redis-server: the commands it runs (each allocates a latency histogram
-    in Redis 7) and the settings it changes stay out of the session's server."""
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.kill()
+# This module's own redis-server: the commands it runs (each allocates a latency histogram in
+# Redis 7) and the settings it changes stay out of the session's server.
+redis_proc = pytest.fixture(scope="module", name="redis_proc")(private_redis_proc)
 
 
 def scrape(client: FlaskClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
