@@ -15,7 +15,7 @@ from typing import Any
 
 from redis import Redis
 
-from shared import procs
+from shared.stack import procs
 
 
 @contextmanager

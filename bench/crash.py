@@ -25,11 +25,11 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from sqlalchemy import select
 
-from shared import procs
 from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE
 from shared.db import init_db, make_engine, member
 from shared.settings import Settings
-from shared.stack import worker_argv
+from shared.stack import procs
+from shared.stack.local import worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 

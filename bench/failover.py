@@ -31,8 +31,8 @@ from producer.queueing import enqueue  # noqa: E402
 from producer.state import EXTENSION  # noqa: E402
 from shared.connections import close_redis  # noqa: E402
 from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE  # noqa: E402
-from shared.ha import HaCluster  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from shared.stack.sentinel import HaCluster  # noqa: E402
 from tests.failover_scenario import REDIS_SERVER, FailoverResult, run_failover  # noqa: E402
 
 

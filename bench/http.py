@@ -22,8 +22,8 @@ from redis import Redis
 
 from bench import bull
 from bench.common import print_rows, row
-from shared import procs
-from shared.stack import producer_argv
+from shared.stack import procs
+from shared.stack.local import producer_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).resolve().parent / "post.lua"

@@ -21,7 +21,7 @@ from pathlib import Path
 import redis
 
 from shared.lock import Redlock
-from shared.stack import PrivateRedis, find_redis_server
+from shared.stack.local import PrivateRedis, find_redis_server
 
 NODE_REDLOCK_3_NODES = 2149.0  # pairs/s of the Node `redlock` library on 3 nodes (reference figure)
 

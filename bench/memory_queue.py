@@ -22,9 +22,9 @@ from typing import Any
 
 import redis
 
-from shared.procs import free_port
 from shared.settings import Settings
-from shared.stack import find_redis_server
+from shared.stack.local import find_redis_server
+from shared.stack.procs import free_port
 
 
 def used_memory(url: str) -> int:

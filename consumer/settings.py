@@ -12,10 +12,10 @@ import sys
 from typing import Any
 
 from shared.connections import close_redis, get_redis, rq_redis_url, rq_sentinel_config
+from shared.connections.eviction import check_queue_policy
 from shared.constants import ALL_QUEUES
 from shared.exceptions import EvictionPolicyError
 from shared.logs import show_logs
-from shared.memory import check_queue_policy
 from shared.settings import Settings
 
 _settings = Settings.from_env()

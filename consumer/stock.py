@@ -9,8 +9,8 @@ from rq import get_current_job
 
 from shared.exceptions import InsufficientStockError
 from shared.lock import Redlock
-from shared.stock import decrement_stock as locked_decrement
-from shared.stock import get_goods
+from shared.lock.stock import decrement_stock as locked_decrement
+from shared.lock.stock import get_goods
 
 from .context import get_engine, get_settings
 from .events import log_active

@@ -10,8 +10,8 @@ from typing import Any
 from flask import Flask
 
 from shared.connections import get_cache_redis, get_redis
+from shared.connections.eviction import check_queue_policy
 from shared.db import init_db, make_engine
-from shared.memory import check_queue_policy
 from shared.settings import Settings
 
 from .access_log import register_access_log

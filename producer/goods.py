@@ -19,7 +19,7 @@ from shared.exceptions import (
     StaleFenceError,
 )
 from shared.lock import Redlock
-from shared.stock import create_goods, decrement_stock, get_goods
+from shared.lock.stock import create_goods, decrement_stock, get_goods
 
 from .exceptions import Conflict, NotFound, ServiceUnavailable
 from .openapi import operation

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from flask import Blueprint
 from pydantic import Field, model_validator
 
-from shared.constants import PROBE_QUEUE
+from shared.constants import PROBE_JOBS, PROBE_QUEUE
 
 from .openapi import operation
 from .queueing import enqueue
@@ -16,13 +16,6 @@ from .state import get_state
 
 bp = Blueprint("probes", __name__)
 
-# Dotted paths: the producer never imports the job code.
-JOBS = {
-    "key": "shared.memory_jobs.probe_key",
-    "sweep": "shared.memory_jobs.probe_sweep",
-    "capacity": "shared.memory_jobs.probe_capacity",
-    "watch": "shared.memory_jobs.probe_watch",
-}
 
 # Limits keep every valid body, even with every character JSON-escaped, under MAX_BODY_BYTES.
 KeyName = Annotated[str, Field(min_length=1, max_length=256)]
@@ -83,7 +76,8 @@ class WatchProbeIn(Strict):
 
 
 def _enqueue(kind: str, body: Strict) -> tuple[dict[str, Any], int]:
-    job = enqueue(get_state(), PROBE_QUEUE, JOBS[kind], f"probe-{kind}", body.model_dump(mode="json"))
+    # By dotted path: the producer never imports job code.
+    job = enqueue(get_state(), PROBE_QUEUE, PROBE_JOBS[kind], f"probe-{kind}", body.model_dump(mode="json"))
     return {"jobId": job.id}, 202
 
 

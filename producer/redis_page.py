@@ -19,7 +19,7 @@ from rq_dashboard.version import VERSION as RQ_DASHBOARD_VERSION
 
 from shared import stats
 from shared.connections import describe
-from shared.memory import SAFE_POLICIES
+from shared.connections.eviction import SAFE_POLICIES
 
 from .capacity import job_capacity
 from .dashboard import check_access

@@ -70,3 +70,10 @@ LOCK_STATS_FIELDS = ("acquired", "contended", "failed", "released", "extended", 
 GOODS_LOCK_PREFIX = "goods:"
 DECREMENT_STOCK_JOB = "consumer.stock.decrement_stock"
 DECREMENT_STOCK_JOB_NAME = "decrementStockJob"
+#: Dotted paths of the memory-probe jobs (queue ``probe``), by probe kind.
+PROBE_JOBS = {
+    "key": "consumer.probes.probe_key",
+    "sweep": "consumer.probes.probe_sweep",
+    "capacity": "consumer.probes.probe_capacity",
+    "watch": "consumer.probes.probe_watch",
+}

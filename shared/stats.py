@@ -29,7 +29,7 @@ from rq.registry import (
     StartedJobRegistry,
 )
 
-from .constants import (
+from shared.constants import (
     ALL_QUEUES,
     ENQUEUE_LATENCY_KEY,
     FINISHED_PER_MINUTE_PREFIX,

@@ -1,6 +1,6 @@
 """The failover scenario shared by the failover test and ``bench/failover.py``.
 
-Real processes: a master, two replicas and three Sentinels (``shared.ha``), the producer
+Real processes: a master, two replicas and three Sentinels (``shared.stack.sentinel``), the producer
 under gunicorn, two workers of the default class (``consumer.worker.FastWorker``, which
 includes :class:`consumer.failover.FailoverMixin`). A client
 POSTs member jobs at a steady rate; the master is SIGKILLed mid-run; every 202 ``jobId`` is
@@ -26,12 +26,12 @@ from redis import Redis
 from rq.job import Job, JobStatus
 from sqlalchemy import select
 
-from shared import procs
 from shared.connections import close_redis, get_redis
 from shared.db import init_db, make_engine, member
-from shared.ha import HaCluster
 from shared.settings import Settings
-from shared.stack import producer_argv, worker_argv
+from shared.stack import procs
+from shared.stack.local import producer_argv, worker_argv
+from shared.stack.sentinel import HaCluster
 
 WORKER_CLASS = "consumer.worker.FastWorker"
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.procs import free_port
+from shared.stack.procs import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from rq import Callback, Queue
 from rq.serializers import JSONSerializer
 
-from shared.cli import main
-from shared.stack import worker_argv
+from shared.cli.main import main
+from shared.stack.local import worker_argv
 
 from .servers import RedisProc
 

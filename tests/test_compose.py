@@ -15,7 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from shared.cli import main
+from shared.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

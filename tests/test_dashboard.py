@@ -23,7 +23,7 @@ from rq.serializers import JSONSerializer
 from producer import create_app
 from producer.queueing import job_options
 from producer.redis_page import eviction_verdict, human_bytes
-from shared import procs, stats
+from shared import stats
 from shared.constants import (
     CREATE_MEMBER_JOB,
     ENQUEUE_LATENCY_KEY,
@@ -32,9 +32,9 @@ from shared.constants import (
     MEMORY_SAMPLES_KEY,
 )
 from shared.db import init_db, make_engine
-from shared.procs import free_port
 from shared.settings import Settings
-from shared.stack import Stack, producer_argv, worker_argv
+from shared.stack.local import Stack, procs, producer_argv, worker_argv
+from shared.stack.procs import free_port
 
 from .conftest import close_app
 from .servers import private_redis_proc, run_env, start_redis

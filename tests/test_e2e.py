@@ -15,8 +15,8 @@ import requests
 from sqlalchemy import func, select
 
 from shared.db import make_engine, member
-from shared.procs import free_port, port_open, wait_until
-from shared.stack import producer_argv
+from shared.stack.local import producer_argv
+from shared.stack.procs import free_port, port_open, wait_until
 
 from .servers import RedisProc, kill_all, run_env
 

@@ -14,8 +14,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from producer import create_app, queueing
-from shared.procs import free_port
 from shared.settings import Settings
+from shared.stack.procs import free_port
 
 from .conftest import close_app
 from .servers import RedisProc, start_redis

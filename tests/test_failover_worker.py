@@ -16,8 +16,8 @@ from rq.serializers import JSONSerializer
 
 from consumer.failover import EXIT_NO_MASTER, FailoverSimpleWorker
 from shared.constants import CREATE_MEMBER_JOB
-from shared.procs import free_port, spawn, wait_until
-from shared.stack import worker_argv
+from shared.stack.local import worker_argv
+from shared.stack.procs import free_port, spawn, wait_until
 
 from .servers import RedisProc, start_redis
 

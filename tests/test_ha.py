@@ -19,8 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.sentinel import MasterNotFoundError
 from rq.cli.helpers import get_redis_from_config
 
-from shared import procs
-from shared.cli import main
+from shared.cli.main import main
 from shared.connections import (
     SentinelConnection,
     SentinelSSLConnection,
@@ -31,10 +30,10 @@ from shared.connections import (
     rq_sentinel_config,
     sentinel_options,
 )
-from shared.ha import HaCluster
-from shared.procs import free_port, port_open, spawn, stop, wait_until
 from shared.settings import Settings
-from shared.stack import Stack
+from shared.stack.local import Stack, procs
+from shared.stack.procs import free_port, port_open, spawn, stop, wait_until
+from shared.stack.sentinel import HaCluster
 
 from .servers import REDIS_SERVER
 

@@ -14,7 +14,7 @@ import redis
 from shared.constants import FENCE_PREFIX, LOCK_PREFIX, LOCK_STATS_FIELDS, LOCK_STATS_KEY
 from shared.exceptions import LockLostError, LockTimeoutError, LockUnavailableError
 from shared.lock import Lease, Redlock
-from shared.procs import free_port
+from shared.stack.procs import free_port
 
 from .servers import RedisProc, redis_servers
 
@@ -276,7 +276,7 @@ def test_release_with_one_node_killed_counts_as_released(tmp_path: Path, r: redi
 def test_lock_demo_cli_compares_with_and_without_the_lock(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from shared.cli import main
+    from shared.cli.main import main
 
     args = ["lock", "demo", "-p", "3", "-n", "40", "--stock", "100", "--think-ms", "1"]
     result = CliRunner().invoke(main, [*args, "--json"])
@@ -295,7 +295,7 @@ def test_lock_demo_cli_compares_with_and_without_the_lock(tmp_path: Path) -> Non
 def test_lock_demo_cli_bad_database_is_a_clean_error() -> None:
     from click.testing import CliRunner
 
-    from shared.cli import main
+    from shared.cli.main import main
 
     result = CliRunner().invoke(main, ["lock", "demo", "-p", "1", "-n", "1", "--database-url", "nosuch://x"])
     assert result.exit_code != 0

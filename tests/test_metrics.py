@@ -22,7 +22,7 @@ from shared.constants import ENQUEUE_LATENCY_KEY, LOCK_STATS_KEY, MEMBER_QUEUE
 from shared.exceptions import LockTimeoutError
 from shared.lock import Redlock
 from shared.settings import Settings
-from shared.stack import worker_argv
+from shared.stack.local import worker_argv
 
 from .conftest import close_app
 from .servers import private_redis_proc, run_env, start_redis

@@ -15,7 +15,7 @@ from rq.serializers import JSONSerializer
 from producer import create_app
 from shared.exceptions import EvictionPolicyError
 from shared.settings import Settings
-from shared.stack import worker_argv
+from shared.stack.local import worker_argv
 
 from .servers import run_env, start_redis
 

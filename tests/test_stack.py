@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.procs import free_port, port_open, wait_until
-from shared.stack import find_redis_server
+from shared.stack.local import find_redis_server
+from shared.stack.procs import free_port, port_open, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -184,7 +184,7 @@ def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:
 
 
 def test_serve_runs_granian_with_keep_alive_and_optional_access_log(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.stack import producer_argv
+    from shared.stack.local import producer_argv
 
     monkeypatch.delenv("SERVER_ACCESS_LOG", raising=False)
     argv = producer_argv("127.0.0.1", 1111, workers=3, threads=5)

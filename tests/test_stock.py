@@ -26,11 +26,11 @@ from shared.constants import DECREMENT_STOCK_JOB, GOODS_QUEUE, LOCK_STATS_KEY
 from shared.db import goods_stock_change, init_db, make_engine
 from shared.exceptions import InsufficientStockError, StaleFenceError
 from shared.lock import Redlock
-from shared.lock_demo import run_load
-from shared.procs import free_port
+from shared.lock.demo import run_load
+from shared.lock.stock import Goods, apply_decrement, create_goods, decrement_stock, get_goods
 from shared.settings import Settings
-from shared.stack import worker_argv
-from shared.stock import Goods, apply_decrement, create_goods, decrement_stock, get_goods
+from shared.stack.local import worker_argv
+from shared.stack.procs import free_port
 
 from .conftest import close_app
 from .servers import RedisProc, kill_all, redis_servers, run_env
@@ -107,7 +107,7 @@ import json, os, signal, sys
 from shared.db import make_engine
 from shared.exceptions import InsufficientStockError, StaleFenceError
 from shared.lock import Redlock
-from shared.stock import decrement_stock
+from shared.lock.stock import decrement_stock
 engine = make_engine(sys.argv[1])
 redlock = Redlock(sys.argv[3:])
 try:

@@ -12,18 +12,10 @@ from typing import Any
 from redis import Redis
 from rq import get_current_job
 
-from .memory_fill import capacity, sweep, watch
-from .memory_keys import probe_keys
+from shared.memory.fill import capacity, sweep, watch
+from shared.memory.keys import probe_keys
 
 logger = logging.getLogger(__name__)
-
-#: Dotted paths the producer enqueues, by probe kind.
-JOBS = {
-    "key": "shared.memory_jobs.probe_key",
-    "sweep": "shared.memory_jobs.probe_sweep",
-    "capacity": "shared.memory_jobs.probe_capacity",
-    "watch": "shared.memory_jobs.probe_watch",
-}
 
 
 def _redis() -> Redis:

@@ -12,10 +12,10 @@ import click
 from redis import Redis
 from redis.exceptions import RedisError
 
-from .connections import close_redis, get_redis, redis_from_url
-from .exceptions import ArchiveError
-from .memory_fill import capacity, check_fill_target, sweep, watch
-from .memory_keys import probe_keys
+from shared.connections import close_redis, get_redis, redis_from_url
+from shared.exceptions import ArchiveError
+from shared.memory.fill import capacity, check_fill_target, sweep, watch
+from shared.memory.keys import probe_keys
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 
 
 def _connect(ctx: click.Context, url: str | None) -> Redis:
-    from .cli import Context
+    from shared.cli.main import Context
 
     obj = ctx.ensure_object(Context)
     if url:
@@ -38,7 +38,7 @@ def _connect(ctx: click.Context, url: str | None) -> Redis:
 
 
 def _queue(ctx: click.Context) -> Redis | None:
-    from .cli import Context
+    from shared.cli.main import Context
 
     obj = ctx.ensure_object(Context)
     conn = get_redis(obj.settings, socket_timeout=2, socket_connect_timeout=2)
@@ -139,7 +139,7 @@ def sweep_cmd(
         raise click.ClickException(str(exc)) from None
     files: list[str] = []
     if chart is not None:
-        from .memory_charts import sweep_chart
+        from shared.memory.charts import sweep_chart
 
         files = [str(p) for p in sweep_chart(rows, what, chart)]
     text = [f"{'length':>6} {'MEMORY USAGE':>12} {'model':>6} {'charged':>8} {'model':>6}  encoding"]

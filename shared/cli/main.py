@@ -9,13 +9,13 @@ from pathlib import Path
 
 import click
 
-from .constants import ALL_QUEUES
-from .exceptions import ArchiveError, ConfigurationError
-from .ha_cli import ha
-from .lock_cli import lock
-from .probe_cli import probe
-from .settings import Settings
-from .stack import Stack, monitor_argv, producer_argv, worker_argv
+from shared.cli.ha import ha
+from shared.cli.lock import lock
+from shared.cli.probe import probe
+from shared.constants import ALL_QUEUES
+from shared.exceptions import ArchiveError, ConfigurationError
+from shared.settings import Settings
+from shared.stack.local import Stack, monitor_argv, producer_argv, worker_argv
 
 logger = logging.getLogger(__name__)
 

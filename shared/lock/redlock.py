@@ -39,9 +39,9 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from .constants import FENCE_PREFIX, LOCK_NOTIFY_PREFIX, LOCK_PREFIX, LOCK_STATS_KEY, LOCK_WAIT_PREFIX
-from .exceptions import LockLostError, LockTimeoutError, LockUnavailableError
-from .settings import Settings
+from shared.constants import FENCE_PREFIX, LOCK_NOTIFY_PREFIX, LOCK_PREFIX, LOCK_STATS_KEY, LOCK_WAIT_PREFIX
+from shared.exceptions import LockLostError, LockTimeoutError, LockUnavailableError
+from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 

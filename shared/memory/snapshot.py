@@ -1,7 +1,7 @@
 """Memory probes on a live Redis: what a server holds now, and how many more keys fit.
 
 The model itself (allocator classes, per-key costs, the fill replay) is in
-:mod:`shared.memory_model`; fills, sweeps and the watch loop are in :mod:`shared.memory_fill`.
+:mod:`shared.memory.model`; fills, sweeps and the watch loop are in :mod:`shared.memory.fill`.
 Every probe speaks over one dedicated connection: that connection's own buffers are part of
 ``used_memory``, and the capacity model treats it as the connection that will write.
 """
@@ -14,65 +14,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from redis import Connection, ConnectionPool, Redis, SSLConnection
-from redis.exceptions import RedisError, ResponseError
+from redis import Redis
+from redis.exceptions import ResponseError
 
-from .exceptions import ArchiveError, EvictionPolicyError
-from .memory_model import Profile, Table, key_breakdown, profile_for, simulate_fill
+from shared.exceptions import ArchiveError
+from shared.memory.model import Profile, Table, key_breakdown, profile_for, simulate_fill
 
 logger = logging.getLogger(__name__)
 
-#: Policies that never delete keys on their own.
-SAFE_POLICIES = frozenset({"noeviction"})
 #: The reply buffer a connection settles to once the server's cron has shrunk it (7.0+).
 SETTLED_REPLY_BUFFER = 1024
 
 
 class ProbeError(ArchiveError):
     """A probe cannot run against this server or with these arguments."""
-
-
-def check_queue_policy(conn: Redis, *, allow: bool = False) -> str | None:
-    """Refuse an eviction policy that may delete queued jobs; return the policy (None if unreachable)."""
-    try:
-        policy = str(conn.info("memory").get("maxmemory_policy", "noeviction"))
-    except RedisError as exc:
-        logger.warning("cannot read the eviction policy of the queue's Redis: %s", exc)
-        return None
-    if policy in SAFE_POLICIES:
-        return policy
-    message = (
-        f"the queue's Redis uses maxmemory-policy {policy}: it may evict queued jobs; "
-        "set it to noeviction (CONFIG SET maxmemory-policy noeviction) or set ALLOW_EVICTING_POLICY=1"
-    )
-    if allow:
-        logger.warning("%s (allowed by ALLOW_EVICTING_POLICY)", message)
-        return policy
-    raise EvictionPolicyError(message)
-
-
-def own_pool(conn: Redis, db: int | None = None, max_connections: int | None = None) -> ConnectionPool:
-    """A new pool to ``conn``'s server (the current master, under Sentinel), optionally on ``db``."""
-    pool = conn.connection_pool
-    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "connection_pool"}
-    connection_class = pool.connection_class
-    master = getattr(pool, "get_master_address", None)
-    if master is not None:
-        # A Sentinel pool: connect straight to the master it names now.
-        kwargs["host"], kwargs["port"] = master()
-        connection_class = SSLConnection if issubclass(connection_class, SSLConnection) else Connection
-    if db is not None:
-        kwargs["db"] = db
-    return ConnectionPool(connection_class=connection_class, max_connections=max_connections, **kwargs)
-
-
-def dedicated(conn: Redis) -> Redis:
-    """A client on a new connection of its own to ``conn``'s server and database (close it when done).
-
-    A fresh connection has a known history: its buffers are in the state the model expects,
-    not shaped by whatever replies a pooled connection carried before.
-    """
-    return Redis(connection_pool=own_pool(conn, max_connections=1), single_connection_client=True)
 
 
 def client_info(conn: Redis) -> dict[str, str]:

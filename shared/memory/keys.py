@@ -7,8 +7,9 @@ from typing import Any
 
 from redis import Redis
 
-from .memory import ProbeError, own_pool, server_profile
-from .memory_model import key_breakdown
+from shared.connections.pools import own_pool
+from shared.memory.model import key_breakdown
+from shared.memory.snapshot import ProbeError, server_profile
 
 logger = logging.getLogger(__name__)
 

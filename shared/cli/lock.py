@@ -12,10 +12,10 @@ from pathlib import Path
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from .exceptions import ArchiveError
-from .lock import Redlock
-from .lock_demo import LoadResult, run_load
-from .stack import PrivateRedis, find_redis_server
+from shared.exceptions import ArchiveError
+from shared.lock import Redlock
+from shared.lock.demo import LoadResult, run_load
+from shared.stack.local import PrivateRedis, find_redis_server
 
 logger = logging.getLogger(__name__)
 

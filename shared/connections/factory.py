@@ -18,8 +18,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
-from .exceptions import ConfigurationError
-from .settings import Settings
+from shared.exceptions import ConfigurationError
+from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 

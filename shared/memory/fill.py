@@ -11,8 +11,9 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
-from .memory import Prediction, ProbeError, dedicated, predict, server_profile, settle, snapshot
-from .memory_model import key_breakdown
+from shared.connections.pools import dedicated
+from shared.memory.model import key_breakdown
+from shared.memory.snapshot import Prediction, ProbeError, predict, server_profile, settle, snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ def sweep(
         raise ProbeError("sweep what must be 'key' or 'value'")
     if not 1 <= start <= stop <= 4096:
         raise ProbeError("sweep lengths must satisfy 1 <= start <= stop <= 4096")
-    from .memory_keys import scratch_client
+    from shared.memory.keys import scratch_client
 
     scratch = scratch_client(conn, scratch_db)
     try:

@@ -24,9 +24,9 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from . import procs
-from .constants import ALL_QUEUES
-from .exceptions import ArchiveError
+from shared.constants import ALL_QUEUES
+from shared.exceptions import ArchiveError
+from shared.stack import procs
 
 logger = logging.getLogger(__name__)
 

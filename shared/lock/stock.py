@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .constants import GOODS_LOCK_PREFIX
-from .db import goods, goods_stock_change
-from .exceptions import GoodsNotFoundError, InsufficientStockError, StaleFenceError
-from .lock import Lease, Redlock
+from shared.constants import GOODS_LOCK_PREFIX
+from shared.db import goods, goods_stock_change
+from shared.exceptions import GoodsNotFoundError, InsufficientStockError, StaleFenceError
+from shared.lock import Lease, Redlock
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from . import procs
-from .exceptions import ArchiveError
+from shared.exceptions import ArchiveError
+from shared.stack import procs
 
 logger = logging.getLogger(__name__)
 

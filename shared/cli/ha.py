@@ -12,9 +12,9 @@ from types import FrameType
 
 import click
 
-from .exceptions import ArchiveError
-from .ha import HaCluster
-from .stack import find_redis_server
+from shared.exceptions import ArchiveError
+from shared.stack.local import find_redis_server
+from shared.stack.sentinel import HaCluster
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def status(obj: object) -> None:
     """Where the Sentinels say the master is, and its replicas (needs REDIS_SENTINELS)."""
     from redis.exceptions import RedisError
 
-    from .connections import close_redis, sentinel_from_settings
+    from shared.connections import close_redis, sentinel_from_settings
 
     settings = getattr(obj, "settings", None)
     if settings is None or not settings.sentinels:

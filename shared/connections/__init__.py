@@ -1,0 +1,36 @@
+"""Redis connections: the one client factory (URL, TLS, Sentinel), raw pipelines, the eviction guard.
+
+``shared.connections.get_redis(settings)`` is the queue's Redis for every part of the system.
+"""
+
+from shared.connections.factory import (
+    UNAVAILABLE_ERRORS,
+    SentinelConnection,
+    SentinelSSLConnection,
+    close_redis,
+    describe,
+    get_cache_redis,
+    get_redis,
+    master_options,
+    redis_from_url,
+    rq_redis_url,
+    rq_sentinel_config,
+    sentinel_from_settings,
+    sentinel_options,
+)
+
+__all__ = [
+    "UNAVAILABLE_ERRORS",
+    "SentinelConnection",
+    "SentinelSSLConnection",
+    "close_redis",
+    "describe",
+    "get_cache_redis",
+    "get_redis",
+    "master_options",
+    "redis_from_url",
+    "rq_redis_url",
+    "rq_sentinel_config",
+    "sentinel_from_settings",
+    "sentinel_options",
+]

@@ -1,0 +1,1 @@
+"""Local processes: the ``redis-archive up`` stack, the Sentinel topology, process helpers."""
