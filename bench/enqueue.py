@@ -15,7 +15,7 @@ from sqlalchemy import create_engine
 
 from bench import bull
 from bench.common import Stopwatch, print_rows, row
-from producer.queueing import enqueue, enqueue_many, job_options
+from producer.enqueue import enqueue, enqueue_many, job_options
 from producer.state import ArchiveState
 from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE
 from shared.settings import Settings

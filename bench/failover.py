@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, today  # noqa: E402
 from producer import create_app  # noqa: E402
-from producer.queueing import enqueue  # noqa: E402
+from producer.enqueue import enqueue  # noqa: E402
 from producer.state import EXTENSION  # noqa: E402
 from shared.connections import close_redis  # noqa: E402
 from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE  # noqa: E402

@@ -26,6 +26,8 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError, StopRequested
 from rq.job import Job, JobStatus
 
 from shared.connections import UNAVAILABLE_ERRORS
+from shared.rqmodel.internals import WorkerInternals
+from shared.rqmodel.keys import KEYS, Keys, parse_member
 
 from .context import get_settings
 
@@ -39,8 +41,11 @@ _MAX_DELAY = 1.0
 _SETTLED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 
-class FailoverMixin:
+class FailoverMixin(WorkerInternals):
     """Put it before the RQ worker class: ``class W(FailoverMixin, SimpleWorker)``."""
+
+    #: The key names of the namespace this worker serves.
+    keys: Keys = KEYS
 
     #: Seconds without a master before the worker exits; ``None`` means ``WORKER_MASTER_TIMEOUT``.
     master_timeout: float | None = None
@@ -53,7 +58,6 @@ class FailoverMixin:
     job_class: Any
     queue_class: Any
     serializer: Any
-    _stop_requested: bool
 
     def __init__(self, *args: Any, master_timeout: float | None = None, **kwargs: Any) -> None:
         # Set before RQ's __init__, which sizes the socket timeout from dequeue_timeout.
@@ -76,10 +80,6 @@ class FailoverMixin:
         base: int = super().dequeue_timeout  # type: ignore[misc]
         return max(1, min(base, int(float(self.master_timeout or 60) / 2)))
 
-    @property
-    def _in_horse(self) -> bool:
-        return bool(getattr(self, "_is_horse", False))
-
     def wait_for_master(self, error: BaseException) -> None:
         """Block until a master answers; ``SystemExit(EXIT_NO_MASTER)`` after ``master_timeout``."""
         limit = float(self.master_timeout or 0)
@@ -89,7 +89,7 @@ class FailoverMixin:
         )
         delay = _FIRST_DELAY
         while True:
-            if self._stop_requested:
+            if self.stop_requested:
                 raise StopRequested()
             try:
                 role = self.connection.execute_command("ROLE")
@@ -128,12 +128,12 @@ class FailoverMixin:
         running = {getattr(e, "id", None) for e in getattr(self, "executions", {}).values()}
         recovered = []
         for member in self.connection.smembers(self.executions_key):
-            job_id, _, execution_id = member.decode().partition(":")
+            job_id, execution_id = parse_member(member)
             if execution_id in running:
                 continue
             with self.connection.pipeline() as pipe:
                 pipe.srem(self.executions_key, member)
-                pipe.delete(f"rq:execution:{job_id}:{execution_id}")
+                pipe.delete(self.keys.execution(job_id, execution_id))
                 pipe.execute()
             try:
                 job = self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
@@ -239,7 +239,7 @@ class FailoverMixin:
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         """A state write outside a pipeline waits for a master instead of ending the worker."""
-        if pipeline is not None or self._in_horse:
+        if pipeline is not None or self.in_horse:
             super().set_state(state, pipeline)  # type: ignore[misc]
             return
         self._retrying(super().set_state, state)  # type: ignore[misc]
@@ -250,7 +250,7 @@ class FailoverMixin:
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """A heartbeat outside a pipeline waits for a master instead of ending the work loop."""
-        if pipeline is not None or self._in_horse:
+        if pipeline is not None or self.in_horse:
             super().heartbeat(timeout, pipeline)  # type: ignore[misc]
             return
         self._retrying(super().heartbeat, timeout)  # type: ignore[misc]
@@ -275,9 +275,9 @@ class FailoverMixin:
         try:
             super().execute_job(job, queue)  # type: ignore[misc]
         except UNAVAILABLE_ERRORS as exc:
-            if getattr(self, "_horse_pid", 0):
+            if self.horse_pid:
                 self.wait_for_horse()  # type: ignore[attr-defined]
-                self._horse_pid = 0
+                self.forget_horse()
             self.wait_for_master(exc)
             self._retrying(self.recover_job, job, queue)
 

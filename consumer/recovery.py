@@ -28,16 +28,15 @@ from rq.job_lifecycle import record_job_failure
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.timeouts import UnixSignalDeathPenalty
-from rq.utils import as_text, now, parse_composite_key, utcformat
-from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
+from rq.utils import as_text, now, utcformat
 
-from shared.constants import HEARTBEAT_PREFIX
+from shared.rqmodel.internals import push_back
+from shared.rqmodel.keys import KEYS, Keys, parse_member
 
 from .events import log_abandoned
 
 logger = logging.getLogger(__name__)
 
-HEARTBEATS_KEY = HEARTBEAT_PREFIX + "workers"
 #: How often the monitor (and each worker's heartbeat thread) looks for dead workers.
 SCAN_INTERVAL = 1.0
 
@@ -51,37 +50,41 @@ def stale_after(heartbeat_timeout: float) -> float:
     return max(heartbeat_timeout - SCAN_INTERVAL - 0.5, min(heartbeat_timeout, 1.0))
 
 
-def dead_workers(connection: Redis, stale: float) -> list[str]:
+def dead_workers(connection: Redis, stale: float, keys: Keys = KEYS) -> list[str]:
     """Names of fast workers whose last beat is older than ``stale`` seconds."""
-    names = connection.zrangebyscore(HEARTBEATS_KEY, "-inf", time.time() - stale)
+    names = connection.zrangebyscore(keys.heartbeats, "-inf", time.time() - stale)
     return [as_text(name) for name in names]
 
 
-def recover_dead_workers(connection: Redis, stale: float, serializer: Any = JSONSerializer) -> list[str]:
+def recover_dead_workers(
+    connection: Redis, stale: float, serializer: Any = JSONSerializer, keys: Keys = KEYS
+) -> list[str]:
     """Recover the jobs of every dead worker; returns the ids of the jobs handled."""
     handled: list[str] = []
-    for name in dead_workers(connection, stale):
-        handled += recover_worker(connection, name, serializer=serializer)
+    for name in dead_workers(connection, stale, keys):
+        handled += recover_worker(connection, name, serializer=serializer, keys=keys)
     return handled
 
 
-def recover_worker(connection: Redis, name: str, serializer: Any = JSONSerializer) -> list[str]:
+def recover_worker(
+    connection: Redis, name: str, serializer: Any = JSONSerializer, keys: Keys = KEYS
+) -> list[str]:
     """Re-queue (or fail) the jobs worker ``name`` was running, once, and register its death."""
     # Whoever removes the beat owns the recovery: two monitors never re-queue a job twice.
-    if not connection.zrem(HEARTBEATS_KEY, name):
+    if not connection.zrem(keys.heartbeats, name):
         return []
-    worker_key = f"rq:worker:{name}"
-    executions_key = f"{worker_key}:executions"
+    worker_key = keys.worker(name)
+    executions_key = keys.worker_executions(name)
     handled = []
     for member in connection.smembers(executions_key):
-        job_id, execution_id = parse_composite_key(as_text(member))
+        job_id, execution_id = parse_member(member)
         if _recover_job(connection, name, job_id, execution_id, serializer):
             handled.append(job_id)
     queues = as_text(connection.hget(worker_key, "queues") or b"")
     with connection.pipeline() as pipe:
-        pipe.srem(REDIS_WORKER_KEYS, worker_key)
+        pipe.srem(keys.workers, worker_key)
         for queue in filter(None, queues.split(",")):
-            pipe.srem(WORKERS_BY_QUEUE_KEY % queue, worker_key)
+            pipe.srem(keys.workers_of(queue), worker_key)
         pipe.hset(worker_key, "death", utcformat(now()))
         pipe.expire(worker_key, 60)
         pipe.delete(executions_key)
@@ -125,7 +128,7 @@ def _recover_job(connection: Redis, worker: str, job_id: str, execution_id: str,
             assert job.retries_left is not None
             job.retries_left -= 1
             # Straight back to the queue: the worker died, the job did not fail; no backoff.
-            queue._enqueue_job(job, pipeline=pipe, at_front=job.enqueue_at_front_on_retry)
+            push_back(queue, job, pipe, at_front=job.enqueue_at_front_on_retry)
         else:
             record_job_failure(job, f"Worker {worker} died running it (AbandonedJobError)", pipe)
         pipe.execute()

@@ -11,20 +11,18 @@ from redis.exceptions import RedisError
 
 from shared import stats
 
-from .queueing import enqueue_latency
 from .state import EXTENSION, ArchiveState
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between flushes of the pending enqueue latencies.
 FLUSH_SECONDS = 1.0
-STOP_KEY = "stats_thread_stop"
 
 
 def stats_tick(state: ArchiveState, last_sample: float, now: float) -> float:
     """One round of the thread's work; returns when the last memory sample was taken."""
     try:
-        enqueue_latency(state).flush(state.redis)
+        state.enqueue_latency.flush(state.redis)
     except RedisError as exc:
         logger.debug("enqueue latencies kept for later: %s", exc)
     interval = state.settings.memory_sample_seconds
@@ -50,5 +48,5 @@ def start_stats_thread(app: Flask) -> threading.Event:
     stop = threading.Event()
     thread = threading.Thread(target=_run, args=(state, stop), name="archive-stats", daemon=True)
     thread.start()
-    state.extra[STOP_KEY] = stop
+    state.stats_stop = stop
     return stop

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Annotated, Any
 
 from flask import Blueprint
@@ -18,21 +17,17 @@ from shared.exceptions import (
     LockUnavailableError,
     StaleFenceError,
 )
-from shared.lock import Redlock
 from shared.lock.stock import create_goods, decrement_stock, get_goods
 
+from .enqueue import enqueue
 from .exceptions import Conflict, NotFound, ServiceUnavailable
 from .openapi import operation
-from .queueing import enqueue
 from .schemas import JobAccepted, Strict, no_control_chars
 from .state import ArchiveState, get_state
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("goods", __name__)
-
-REDLOCK = "redlock"
-_redlock_mutex = threading.Lock()
 
 
 class GoodsIn(Strict):
@@ -57,19 +52,6 @@ class GoodsOut(BaseModel):
     goods_name: str
     stock: int
     fence_token: int
-
-
-def get_redlock(state: ArchiveState) -> Redlock:
-    """This process's lock over ``LOCK_REDIS_URLS``, counting statistics in the queue's Redis."""
-    redlock = state.extra.get(REDLOCK)
-    if redlock is None:
-        with _redlock_mutex:
-            redlock = state.extra.get(REDLOCK)
-            if redlock is None:
-                redlock = Redlock.from_settings(state.settings, stats=state.redis)
-                state.extra[REDLOCK] = redlock
-    assert isinstance(redlock, Redlock)
-    return redlock
 
 
 def _existing(state: ArchiveState, goods_id: int) -> dict[str, Any]:
@@ -107,7 +89,7 @@ def decrement(goods_id: int, body: StockChange) -> dict[str, Any]:
     state = get_state()
     retry = {"Retry-After": "1"}
     try:
-        goods = decrement_stock(get_redlock(state), state.engine, goods_id, body.stock)
+        goods = decrement_stock(state.redlock(), state.engine, goods_id, body.stock)
     except GoodsNotFoundError as exc:
         raise NotFound(str(exc)) from None
     except InsufficientStockError as exc:

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE
 from shared.db import member
 
+from .enqueue import enqueue, enqueue_many
 from .exceptions import NotFound
 from .openapi import operation
-from .queueing import enqueue, enqueue_many
 from .schemas import (
     BULK_MAX_MEMBERS,
     JobAccepted,

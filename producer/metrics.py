@@ -21,14 +21,12 @@ from shared import stats
 from shared.constants import ENQUEUE_LATENCY_KEY, JOB_DURATION_KEY, JOB_WAIT_KEY
 
 from .openapi import TextResponse, operation
-from .queueing import enqueue_latency
 from .state import EXTENSION, ArchiveState, get_state
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("metrics", __name__)
 
-REGISTRY_KEY = "metrics_registry"
 
 JOB_EVENT_DOCS = {
     "enqueued": "Jobs written to a queue by the producer",
@@ -113,7 +111,7 @@ def init_metrics(app: Flask) -> None:
     state: ArchiveState = app.extensions[EXTENSION]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ArchiveCollector(state.redis))
-    state.extra[REGISTRY_KEY] = registry
+    state.metrics_registry = registry
     app.register_blueprint(bp)
 
 
@@ -127,8 +125,9 @@ def metrics() -> Response:
     state = get_state()
     try:
         # This process's own enqueue latencies first; other processes flush theirs every second.
-        enqueue_latency(state).flush(state.redis)
+        state.enqueue_latency.flush(state.redis)
     except RedisError as exc:
         logger.debug("enqueue latencies kept for later: %s", exc)
-    registry: CollectorRegistry = state.extra[REGISTRY_KEY]
+    registry = state.metrics_registry
+    assert registry is not None
     return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)

@@ -9,8 +9,8 @@ from pydantic import Field, model_validator
 
 from shared.constants import PROBE_JOBS, PROBE_QUEUE
 
+from .enqueue import enqueue
 from .openapi import operation
-from .queueing import enqueue
 from .schemas import JobAccepted, Strict
 from .state import get_state
 

@@ -1,7 +1,8 @@
 """Redis key names, queue names and defaults, in one place.
 
-Every key this project writes itself lives under :data:`PREFIX`; RQ's own keys keep
-RQ's ``rq:`` prefix so that ``rq info`` and the dashboard see the same data.
+Every key this project writes itself lives under :data:`PREFIX`; RQ's own keys, and the
+project's keys that live beside a namespace's jobs (heartbeats, job counters), are built by
+:class:`shared.rqmodel.keys.Keys`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ LOCK_PREFIX = PREFIX + "lock:"
 FENCE_PREFIX = PREFIX + "fence:"
 #: Counters and samples kept for metrics and the dashboard.
 STATS_PREFIX = PREFIX + "stats:"
-#: Job counters (hash, fields ``<queue>:<event>``): enqueued, finished, failed, retried.
-JOB_STATS_KEY = STATS_PREFIX + "jobs"
 #: Histograms (hashes, fields ``<queue>:b<i>``, ``<queue>:sum``, ``<queue>:count``).
 JOB_DURATION_KEY = STATS_PREFIX + "duration"
 JOB_WAIT_KEY = STATS_PREFIX + "wait"
@@ -27,8 +26,6 @@ FINISHED_PER_MINUTE_PREFIX = STATS_PREFIX + "finished:"
 #: Samples of ``INFO memory`` (sorted set scored by time) and the sampler's turn marker.
 MEMORY_SAMPLES_KEY = STATS_PREFIX + "memory"
 MEMORY_SAMPLER_KEY = STATS_PREFIX + "memory:sampler"
-#: Worker heartbeats for abandoned-job recovery.
-HEARTBEAT_PREFIX = PREFIX + "heartbeat:"
 
 # Queue names (the Bull queue of the original stack was called ``member``).
 MEMBER_QUEUE = "member"
@@ -58,8 +55,6 @@ STATS_WINDOW_SECONDS = 3600
 MEMORY_SAMPLES_MAX = 720
 DEFAULT_WORKER_MASTER_TIMEOUT = 60.0
 
-#: Written (INCR) right before ``WAIT`` so that ``WAIT`` covers every earlier write on the master.
-DURABLE_MARKER_KEY = PREFIX + "durable:marker"
 
 # Distributed lock: waiter flags and release notifications, and the lock's statistics hash
 # (fields acquired, contended, failed, released, extended, lost) in the queue's Redis.

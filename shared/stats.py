@@ -34,7 +34,6 @@ from shared.constants import (
     ENQUEUE_LATENCY_KEY,
     FINISHED_PER_MINUTE_PREFIX,
     JOB_DURATION_KEY,
-    JOB_STATS_KEY,
     JOB_WAIT_KEY,
     LOCK_STATS_FIELDS,
     LOCK_STATS_KEY,
@@ -43,6 +42,7 @@ from shared.constants import (
     MEMORY_SAMPLES_MAX,
     STATS_WINDOW_SECONDS,
 )
+from shared.rqmodel.keys import KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def record_finished(
     """Count one job finished: the counter, its duration and wait, and this minute's throughput."""
     minute_key = f"{FINISHED_PER_MINUTE_PREFIX}{int((now or time.time()) // 60)}"
     with conn.pipeline(transaction=False) as pipe:
-        pipe.hincrby(JOB_STATS_KEY, f"{queue}:finished", 1)
+        pipe.hincrby(KEYS.job_stats, f"{queue}:finished", 1)
         _record_times(pipe, queue, enqueued_at, started_at, ended_at)
         pipe.hincrby(minute_key, queue, 1)
         pipe.expire(minute_key, STATS_WINDOW_SECONDS + 120)
@@ -159,7 +159,7 @@ def record_failed(
 ) -> None:
     """Count one failed attempt: ``retried`` when another attempt follows, else ``failed``."""
     with conn.pipeline(transaction=False) as pipe:
-        pipe.hincrby(JOB_STATS_KEY, f"{queue}:{'retried' if will_retry else 'failed'}", 1)
+        pipe.hincrby(KEYS.job_stats, f"{queue}:{'retried' if will_retry else 'failed'}", 1)
         _record_times(pipe, queue, enqueued_at, started_at, ended_at)
         pipe.execute()
 
@@ -188,7 +188,7 @@ def _split(field: bytes | str) -> tuple[str, str]:
 def job_counters(conn: Redis) -> dict[str, dict[str, int]]:
     """``{queue: {event: count}}`` for every queue that has counted something."""
     counters: dict[str, dict[str, int]] = {}
-    for field, value in conn.hgetall(JOB_STATS_KEY).items():
+    for field, value in conn.hgetall(KEYS.job_stats).items():
         queue, event = _split(field)
         counters.setdefault(queue, dict.fromkeys(JOB_EVENTS, 0))[event] = int(value)
     return counters

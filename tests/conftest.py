@@ -45,14 +45,7 @@ def settings(r: redis.Redis, redis_url: str, db_url: str) -> Settings:
 
 def close_app(app: Flask) -> None:
     """Release the app's pooled database and Redis connections."""
-    state = app.extensions["redis_archive"]
-    state.engine.dispose()
-    if state.cache_redis is not state.redis:
-        state.cache_redis.close()
-    state.redis.close()
-    redlock = state.extra.get("redlock")
-    if redlock is not None:
-        redlock.close()
+    app.extensions["redis_archive"].close()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from producer import create_app
-from producer.queueing import job_options
+from producer.enqueue import job_options
 from producer.redis_page import eviction_verdict, human_bytes
 from shared import stats
 from shared.constants import (
@@ -369,13 +369,13 @@ def test_memory_samples_are_taken_once_per_interval_and_capped(r: redis.Redis) -
 
 
 def test_stats_tick_flushes_latencies_and_samples_memory_when_due(settings: Settings, r: redis.Redis) -> None:
+
     from producer.background import stats_tick
-    from producer.queueing import enqueue_latency
 
     app = make_app(settings, memory_sample_seconds=5.0)
     try:
         state = app.extensions["redis_archive"]
-        enqueue_latency(state).observe(MEMBER_QUEUE, 0.003)
+        state.enqueue_latency.observe(MEMBER_QUEUE, 0.003)
         now = time.time()
         assert stats_tick(state, 0.0, now) == now
         assert stats.histograms(r, ENQUEUE_LATENCY_KEY)[MEMBER_QUEUE].count == 1

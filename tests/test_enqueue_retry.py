@@ -13,7 +13,8 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from producer import create_app, queueing
+from producer import create_app
+from producer import enqueue as enqueue_module
 from shared.settings import Settings
 from shared.stack.procs import free_port
 
@@ -111,7 +112,7 @@ def test_a_read_only_replica_gets_503_and_no_job(
 def test_an_unanswered_write_is_retried_without_a_second_copy(
     app_factory: Any, settings: Settings, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write = queueing.write_jobs
+    real_write = enqueue_module.write_jobs
     calls: list[list[str]] = []
 
     def write_then_lose_the_reply(*args: Any) -> list[str]:
@@ -121,7 +122,7 @@ def test_an_unanswered_write_is_retried_without_a_second_copy(
             raise redis.exceptions.ConnectionError("reply lost")
         return ids
 
-    monkeypatch.setattr(queueing, "write_jobs", write_then_lose_the_reply)
+    monkeypatch.setattr(enqueue_module, "write_jobs", write_then_lose_the_reply)
     client = app_factory(settings)
     response = client.post("/queue/members", json=MEMBER)
     assert response.status_code == 202

@@ -77,7 +77,7 @@ def test_counters_equal_the_jobs_processed(
         assert client.post("/queue/members", json={"name": f"m{i}", "age": 20}).status_code == 202
     # Payloads the job refuses: they fail, are retried once (JOB_ATTEMPTS=2), then fail for good.
     queue = metrics_app.extensions["redis_archive"].queue(MEMBER_QUEUE)
-    from producer.queueing import enqueue
+    from producer.enqueue import enqueue
 
     for _ in range(bad):
         enqueue(

@@ -23,10 +23,12 @@ from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
 from consumer.worker import FastWorker
-from producer import queueing
-from producer.queueing import SMALL_PAYLOAD, compress, enqueue, job_options, new_id
+from producer.enqueue import enqueue, job_options
 from producer.state import get_state
+from shared.connections import raw
 from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE
+from shared.rqmodel.dates import new_id
+from shared.rqmodel.writes import SMALL_PAYLOAD, compress
 
 VOLATILE = {b"created_at", b"enqueued_at"}
 
@@ -193,13 +195,13 @@ def test_each_thread_keeps_one_connection_and_survives_a_kill(app: Flask, r: red
 def test_a_held_connection_closed_by_the_server_while_idle_is_replaced_without_a_retry(
     app: Flask, r: redis.Redis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(queueing, "IDLE_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(raw, "IDLE_CHECK_SECONDS", 0.0)
     with app.app_context():
         state = get_state()
         enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, {"name": "a", "age": 1})
         r.client_kill_filter(_type="normal", skipme=True)  # as a server `timeout` would
         time.sleep(0.05)
-        with caplog.at_level(logging.WARNING, logger="producer.queueing"):
+        with caplog.at_level(logging.WARNING, logger="producer.enqueue"):
             enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, {"name": "b", "age": 2})
     assert r.llen("rq:queue:member") == 2
     assert not [record for record in caplog.records if "retrying" in record.getMessage()]

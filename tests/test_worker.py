@@ -20,9 +20,11 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import now
 
-from consumer import restore as restore_module
-from consumer.restore import restore, restored_state
-from consumer.worker import HEARTBEATS_KEY, FastWorker
+from consumer.worker import FastWorker
+from consumer.worker.protocol import ClaimProtocol
+from shared.rqmodel import restore as restore_module
+from shared.rqmodel.keys import KEYS
+from shared.rqmodel.restore import restore, restored_state
 
 from . import parity_jobs as pj
 
@@ -158,6 +160,9 @@ def key_shapes(r: redis.Redis, jobs: dict[str, Job], worker_names: list[str]) ->
             continue
         for value, label in names.items():
             key = key.replace(value, label)
+        if "<worker>" not in key:
+            # A job's keys expire (or not) alike: the dependencies set with the job, for one.
+            key += f" ttl={_bucket(r.ttl(raw))}"
         shapes.add(key)
     return sorted(shapes)
 
@@ -307,7 +312,7 @@ def test_reference_states_say_what_they_should(r: redis.Redis, worker_env: Any) 
     assert final["hopeless"]["status"] == "failed" and final["hopeless"]["error"] == "ValueError"
     [state] = _states(r, "FastWorker", timeout)
     assert state["slow"]["status"] == "failed" and state["slow"]["error"] == "JobTimeoutException"
-    assert r.zcard(HEARTBEATS_KEY) == 0
+    assert r.zcard(KEYS.heartbeats) == 0
 
 
 def _diff(a: Any, b: Any, path: str = "") -> list[str]:
@@ -363,7 +368,7 @@ def test_batch_runs_every_claimed_job_when_stopped(r: redis.Redis, worker_env: A
     assert state["runs"] == 7
     assert state["statuses"] == ["finished"] * 8 + ["queued"] * 12
     assert (state["queued"], state["started"], state["executions"]) == (12, 0, 0)
-    assert r.zcard(HEARTBEATS_KEY) == 0
+    assert r.zcard(KEYS.heartbeats) == 0
 
 
 def test_batch_stops_at_max_jobs_without_claiming_more(r: redis.Redis, worker_env: Any) -> None:
@@ -382,18 +387,23 @@ def test_batch_puts_back_a_claim_whose_reply_was_lost(
     queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
     jobs = [queue.enqueue(pj.count, "runs") for _ in range(20)]
     worker = FastWorker([queue], connection=r, serializer=JSONSerializer, batch=4)
-    real_read = worker._read_replies
+    real_start = ClaimProtocol._start_claim
     calls = {"n": 0}
 
-    def lose_the_first_look_ahead_reply(connection: Any, count: int) -> list[Any]:
+    def lose_the_first_look_ahead_reply(self: Any, pending: Any, wanted: int) -> Any:
+        inflight = real_start(self, pending, wanted)
         calls["n"] += 1
         if calls["n"] == 1:  # the claim sent while the first batch ran
-            connection.disconnect()
-            worker.connection.connection_pool.release(connection)
-            raise redis.exceptions.ConnectionError("reply lost")
-        return real_read(connection, count)
 
-    monkeypatch.setattr(worker, "_read_replies", lose_the_first_look_ahead_reply)
+            def lost(count: int) -> list[Any]:
+                inflight.checkout.connection.disconnect()
+                inflight.checkout.pool.release(inflight.checkout.connection)
+                raise redis.exceptions.ConnectionError("reply lost")
+
+            inflight.checkout.read = lost
+        return inflight
+
+    monkeypatch.setattr(ClaimProtocol, "_start_claim", lose_the_first_look_ahead_reply)
     state = _batch_run(r, jobs, worker)
     # The lost claim's four jobs went back to the queue and ran once each, like every other.
     assert worker.failovers == 1

@@ -27,9 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from hashlib import sha1
-from typing import Any, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 from redis import Redis
 from redis.backoff import NoBackoff
@@ -39,6 +37,8 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from shared.connections import raw
+from shared.connections.raw import LuaScript
 from shared.constants import FENCE_PREFIX, LOCK_NOTIFY_PREFIX, LOCK_PREFIX, LOCK_STATS_KEY, LOCK_WAIT_PREFIX
 from shared.exceptions import LockLostError, LockTimeoutError, LockUnavailableError
 from shared.settings import Settings
@@ -56,68 +56,15 @@ DEFAULT_NODE_TIMEOUT = 0.5
 CLOCK_DRIFT_FACTOR = 0.01
 
 
-@dataclass(frozen=True)
-class Script:
-    """A Lua script called by EVALSHA, loaded with EVAL the first time a node lacks it."""
+ACQUIRE = LuaScript.load(__package__, "acquire.lua")
 
-    source: str
-    sha: str = field(init=False)
+RAISE_FENCE = LuaScript.load(__package__, "raise_fence.lua")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sha", sha1(self.source.encode()).hexdigest())
+RELEASE = LuaScript.load(__package__, "release.lua")
 
-
-# KEYS: lock, fence counter, waiters flag. ARGV: token, ttl ms.
-# Returns the new fence counter (> 0) when granted, else minus the holder's remaining ms.
-ACQUIRE = Script("""
-if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('incr', KEYS[2])
-end
-local pttl = redis.call('pttl', KEYS[1])
-if pttl < 1 then pttl = 1 end
-redis.call('set', KEYS[3], '1', 'PX', pttl + 1000)
-return -pttl
-""")
-
-# KEYS: fence counter. ARGV: token. Raises the counter to at least the token.
-RAISE_FENCE = Script("""
-local current = tonumber(redis.call('get', KEYS[1]) or '0')
-if current < tonumber(ARGV[1]) then redis.call('set', KEYS[1], ARGV[1]) end
-return 1
-""")
-
-# KEYS: lock, waiters flag, notification list. ARGV: token, list ttl ms.
-# Compare-and-delete; then, when someone waits and the lock is free here, wake one waiter.
-RELEASE = Script("""
-local deleted = 0
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  redis.call('del', KEYS[1])
-  deleted = 1
-end
-if redis.call('exists', KEYS[2]) == 1 and redis.call('exists', KEYS[1]) == 0 then
-  redis.call('rpush', KEYS[3], '1')
-  redis.call('ltrim', KEYS[3], -1, -1)
-  redis.call('pexpire', KEYS[3], ARGV[2])
-end
-return deleted
-""")
-
-# KEYS: lock. ARGV: token, ttl ms. Compare-and-pexpire.
-EXTEND = Script("""
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-""")
-
-
-class Connection(Protocol):
-    """The part of redis-py's raw connection that the fan-out uses."""
-
-    def send_command(self, *args: Any) -> None: ...
-    def read_response(self) -> Any: ...
-    def can_read(self, timeout: float = 0) -> bool: ...
-    def disconnect(self) -> None: ...
+EXTEND = LuaScript.load(__package__, "extend.lua")
+#: Every script of the lock, loaded together on a node that lacks one.
+SCRIPTS = (ACQUIRE, RAISE_FENCE, RELEASE, EXTEND)
 
 
 class Node:
@@ -135,19 +82,19 @@ class Node:
         pool = ConnectionPool.from_url(url, **options)
         self.url = url
         self._factory = cast(
-            Callable[[], Connection], functools.partial(pool.connection_class, **pool.connection_kwargs)
+            Callable[[], raw.Connection], functools.partial(pool.connection_class, **pool.connection_kwargs)
         )
-        self._idle: list[Connection] = []
+        self._idle: list[raw.Connection] = []
         self._mutex = threading.Lock()
 
-    def get(self) -> Connection:
+    def get(self) -> raw.Connection:
         """An idle connection, or a new one (connected lazily on first send)."""
         with self._mutex:
             if self._idle:
                 return self._idle.pop()
         return self._factory()
 
-    def put(self, conn: Connection) -> None:
+    def put(self, conn: raw.Connection) -> None:
         """Return a connection whose every reply was read."""
         with self._mutex:
             self._idle.append(conn)
@@ -160,7 +107,7 @@ class Node:
             conn.disconnect()
 
 
-Call = tuple[Node, Script, Sequence[str], Sequence[str | int]]
+Call = tuple[Node, LuaScript, Sequence[str], Sequence[str | int]]
 
 
 def fan_out(calls: Sequence[Call]) -> list[Any]:
@@ -168,13 +115,12 @@ def fan_out(calls: Sequence[Call]) -> list[Any]:
 
     Each result is the script's reply or the exception that node raised.
     """
-    sent: list[Connection | Exception] = []
+    sent: list[raw.Connection | Exception] = []
     for node, script, keys, args in calls:
         conn = node.get()
         try:
-            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            raw.send(conn, raw.pack([raw.evalsha(script, keys, args)]))
         except NODE_ERRORS as exc:
-            conn.disconnect()
             sent.append(exc)
         else:
             sent.append(conn)
@@ -184,20 +130,17 @@ def fan_out(calls: Sequence[Call]) -> list[Any]:
             results.append(item)
             continue
         try:
-            try:
-                reply = item.read_response()
-            except NoScriptError:
-                # EVAL caches the script on that node, so later calls go back to EVALSHA.
-                item.send_command("EVAL", script.source, len(keys), *keys, *args)
-                reply = item.read_response()
+            [reply] = raw.read(item, 1)
+            if isinstance(reply, NoScriptError):
+                raw.load_scripts(item, SCRIPTS)
+                raw.send(item, raw.pack([raw.evalsha(script, keys, args)]))
+                [reply] = raw.read(item, 1)
         except NODE_ERRORS as exc:
-            item.disconnect()
             results.append(exc)
             continue
         except ResponseError as exc:
-            node.put(item)
-            results.append(exc)
-            continue
+            # An error reply while loading the scripts: the connection is in step.
+            reply = exc
         node.put(item)
         results.append(reply)
     return results
@@ -435,9 +378,9 @@ class Redlock:
         node = self.nodes[index]
         conn = node.get()
         try:
-            conn.send_command("BLPOP", LOCK_NOTIFY_PREFIX + name, f"{max(wait, 0.001):.3f}")
+            raw.send(conn, raw.pack([("BLPOP", LOCK_NOTIFY_PREFIX + name, f"{max(wait, 0.001):.3f}")]))
             if conn.can_read(timeout=wait + self.node_timeout + 0.2):
-                conn.read_response()
+                raw.read(conn, 1)
                 node.put(conn)
             else:
                 conn.disconnect()

@@ -11,6 +11,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
+from shared.connections import raw
 from shared.connections.pools import dedicated
 from shared.memory.model import key_breakdown
 from shared.memory.snapshot import Prediction, ProbeError, predict, server_profile, settle, snapshot
@@ -45,15 +46,8 @@ def pipelined(conn: Redis, commands: list[list[Any]]) -> list[Any]:
     connection = conn.connection
     if connection is None:
         raise ProbeError("pipelined fills need a single-connection client")
-    packed = connection.pack_commands(commands)  # type: ignore[no-untyped-call]
-    connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
-    replies: list[Any] = []
-    for _ in commands:
-        try:
-            replies.append(connection.read_response())
-        except ResponseError as exc:
-            replies.append(exc)
-    return replies
+    raw.send(connection, raw.pack(commands, connection))
+    return raw.read(connection, len(commands))
 
 
 def batch_size(pattern: str, value: str, ttl: int | None, limit: int = 100) -> int:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import zlib
-from datetime import UTC, datetime
 from typing import Any
 
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.utils import now, utcparse
+from rq.utils import now
+
+from shared.rqmodel.dates import parse_date
 
 #: Fields this module restores itself.
 KNOWN = frozenset(
@@ -41,14 +42,6 @@ _STATUSES = {status.value.encode(): status for status in JobStatus}
 
 class _Unusual(Exception):
     """A value this module does not parse the way RQ would: RQ's ``restore`` takes the job."""
-
-
-def parse_date(raw: bytes) -> datetime:
-    """RQ's timestamp format (``2026-01-02T03:04:05.678901Z``), parsed as RQ's ``utcparse`` does."""
-    try:
-        return datetime.fromisoformat(raw.decode()).astimezone(UTC)
-    except ValueError:
-        return utcparse(raw.decode())
 
 
 def restore(job: Job, data: dict[bytes, bytes]) -> None:

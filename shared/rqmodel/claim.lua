@@ -1,0 +1,60 @@
+-- Claim up to N jobs for a worker, as a stock worker's prepare_execution +
+-- prepare_job_execution would mark each one started.
+-- KEYS: queue keys in priority order.
+-- ARGV: worker name, worker key, now (RQ date string), now (unix seconds), execution id
+--       prefix, ttl for jobs without a timeout, most jobs to claim, RQ's key prefix ("rq:").
+-- Pops job ids whose hashes still exist. Returns one {queue_key, job_id, execution_id, ttl,
+-- {field, value, ...}} per claimed job (the hash as read before the status change).
+local worker = ARGV[1]
+local wkey = ARGV[2]
+local now_str = ARGV[3]
+local now = tonumber(ARGV[4])
+local default_ttl = tonumber(ARGV[6])
+local wanted = tonumber(ARGV[7])
+local rq = ARGV[8]
+local queue_prefix_length = #rq + #'queue:'
+local claimed = {}
+local wexec = rq .. 'worker:' .. worker .. ':executions'
+local max_ttl = 0
+for _, qkey in ipairs(KEYS) do
+  while #claimed < wanted do
+    local job_id = redis.call('LPOP', qkey)
+    if not job_id then break end
+    local jkey = rq .. 'job:' .. job_id
+    local data = redis.call('HGETALL', jkey)
+    if #data > 0 then
+      local timeout, origin = nil, nil
+      for i = 1, #data, 2 do
+        local f = data[i]
+        if f == 'timeout' then timeout = data[i + 1] elseif f == 'origin' then origin = data[i + 1] end
+      end
+      if not origin or origin == '' then origin = string.sub(qkey, queue_prefix_length + 1) end
+      local ttl
+      if timeout == '-1' then ttl = default_ttl else ttl = (tonumber(timeout) or default_ttl) + 60 end
+      local exec_id = ARGV[5]
+      if #claimed > 0 then exec_id = exec_id .. string.format('%04x', #claimed) end
+      local comp = job_id .. ':' .. exec_id
+      local ekey = rq .. 'execution:' .. comp
+      redis.call('HSET', ekey, 'id', exec_id, 'job_id', job_id, 'created_at', ARGV[4],
+                 'last_heartbeat', ARGV[4], 'worker_name', worker)
+      redis.call('EXPIRE', ekey, ttl)
+      local xkey = rq .. 'executions:' .. job_id
+      redis.call('ZADD', xkey, now + ttl + 60, exec_id)
+      redis.call('EXPIRE', xkey, ttl + 60)
+      redis.call('ZADD', rq .. 'wip:' .. origin, math.floor(now) + ttl, comp)
+      redis.call('SADD', wexec, comp)
+      if ttl > max_ttl then max_ttl = ttl end
+      redis.call('HSET', jkey, 'last_heartbeat', now_str, 'status', 'started', 'started_at', now_str,
+                 'worker_name', worker)
+      redis.call('PERSIST', jkey)
+      claimed[#claimed + 1] = {qkey, job_id, exec_id, ttl, data}
+    end
+  end
+end
+-- The worker's own keys once per call, with the longest ttl of the jobs it took.
+if #claimed > 0 then
+  redis.call('EXPIRE', wexec, max_ttl + 60)
+  redis.call('HSET', wkey, 'state', 'busy', 'last_heartbeat', now_str)
+  if redis.call('TTL', wkey) < max_ttl then redis.call('EXPIRE', wkey, max_ttl) end
+end
+return claimed
