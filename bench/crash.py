@@ -3,7 +3,7 @@
 ``python -m bench.crash --jobs 2000 --kills 10`` (default ``HEARTBEAT_TIMEOUT`` 15 s) checks that
 every job finishes, that there is exactly one member row per job, and that each job the
 killed worker was running went back to its queue within ``HEARTBEAT_TIMEOUT`` of the kill.
-``tests/test_crash.py`` runs the same harness smaller.
+``tests/consumer/test_recovery.py`` runs the same harness smaller.
 """
 
 from __future__ import annotations

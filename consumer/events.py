@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from rq.job import Job
 
 from shared import stats
+from shared.rqmodel.attempts import attempts
 
 from .alerts import send_alert
 from .context import get_settings
@@ -30,9 +31,7 @@ def job_name(job: Job) -> str:
 
 def attempts_made(job: Job) -> int:
     """Attempts made so far, counting the one running now."""
-    max_attempts = int(job.meta.get("maxAttempts", 1))
-    retries_left = job.retries_left if job.retries_left is not None else max_attempts - 1
-    return max(1, max_attempts - retries_left)
+    return max(1, attempts(job, running=True)[0])
 
 
 def log_active(job: Job) -> None:

@@ -9,20 +9,13 @@ from rq import get_current_job
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from shared.db import member
+from shared.db import member, member_json
 
 from .context import get_engine, get_settings
 from .events import log_active
 from .exceptions import InvalidPayloadError
 
 logger = logging.getLogger(__name__)
-
-
-def _member_row(row: Any) -> dict[str, Any]:
-    data = dict(row._mapping)
-    created = data.get("created_at")
-    data["created_at"] = created.isoformat() if created is not None else None
-    return data
 
 
 def create_member(payload: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +42,7 @@ def create_member(payload: dict[str, Any]) -> dict[str, Any]:
         existing = conn.execute(by_job).first()
     if existing is not None:
         logger.info("member for job %s already written (member_id=%s)", job.id, existing.member_id)
-        return _member_row(existing)
+        return member_json(existing)
     try:
         with engine.begin() as conn:
             conn.execute(insert(member).values(**values))
@@ -59,7 +52,7 @@ def create_member(payload: dict[str, Any]) -> dict[str, Any]:
             existing = conn.execute(by_job).first()
         if existing is None:
             raise
-        return _member_row(existing)
+        return member_json(existing)
     with engine.connect() as conn:
         row = conn.execute(by_job).one()
-    return _member_row(row)
+    return member_json(row)

@@ -12,6 +12,8 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
+from shared.rqmodel.attempts import attempts
+
 from .exceptions import NotFound
 from .openapi import operation
 from .schemas import JobInfo
@@ -29,12 +31,8 @@ def _iso(value: datetime | None) -> str | None:
 
 def attempts_of(job: Job, status: JobStatus) -> tuple[int, int]:
     """(attempts made so far, attempts allowed) from the job's retry counter."""
-    max_attempts = int(job.meta.get("maxAttempts", 1))
-    retries_left = job.retries_left if job.retries_left is not None else max_attempts - 1
-    done = max_attempts - 1 - retries_left
-    if status in (JobStatus.STARTED, JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED):
-        done += 1
-    return max(done, 0), max_attempts
+    running = status in (JobStatus.STARTED, JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED)
+    return attempts(job, running=running)
 
 
 def error_summary(job: Job) -> str | None:

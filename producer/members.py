@@ -8,7 +8,7 @@ from flask import Blueprint, request
 from sqlalchemy import select
 
 from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE
-from shared.db import member
+from shared.db import member, member_json
 
 from .enqueue import enqueue, enqueue_many
 from .exceptions import NotFound
@@ -35,13 +35,6 @@ BULK_MAX_BODY_BYTES = BULK_MAX_MEMBERS * 512
 def _bulk_body_limit() -> None:
     if request.endpoint == "members.enqueue_members_bulk":
         request.max_content_length = max(get_state().settings.max_body_bytes, BULK_MAX_BODY_BYTES)
-
-
-def _member_json(row: Any) -> dict[str, Any]:
-    data = dict(row._mapping)
-    created = data.get("created_at")
-    data["created_at"] = created.isoformat() if created is not None else None
-    return data
 
 
 @bp.post("/queue/members")
@@ -81,7 +74,7 @@ def get_member(member_id: int) -> dict[str, Any]:
         row = conn.execute(select(member).where(member.c.member_id == member_id)).first()
     if row is None:
         raise NotFound(f"member {member_id} not found")
-    return _member_json(row)
+    return member_json(row)
 
 
 @bp.get("/members")
@@ -98,4 +91,4 @@ def list_members(query: MemberQuery) -> dict[str, Any]:
     stmt = stmt.order_by(member.c.member_id).limit(query.limit)
     with get_state().engine.connect() as conn:
         rows = conn.execute(stmt).all()
-    return {"members": [_member_json(row) for row in rows]}
+    return {"members": [member_json(row) for row in rows]}

@@ -60,6 +60,14 @@ goods_stock_change = Table(
 )
 
 
+def member_json(row: Any) -> dict[str, Any]:
+    """A ``member`` row as JSON: its columns, ``created_at`` in ISO 8601."""
+    data = dict(row._mapping)
+    created = data.get("created_at")
+    data["created_at"] = created.isoformat() if created is not None else None
+    return data
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url`` with settings fit for many processes writing at once."""
     if url.startswith("sqlite"):

@@ -12,8 +12,14 @@ from flask.testing import FlaskClient
 
 from producer import create_app
 from shared.settings import Settings
-
-from .servers import MYSQL_ADMIN_URL, PG_ADMIN_URL, RedisProc, fresh_database, private_redis_proc
+from tests.servers import (
+    MYSQL_ADMIN_URL,
+    PG_ADMIN_URL,
+    RedisProc,
+    close_app,
+    fresh_database,
+    private_redis_proc,
+)
 
 #: One real redis-server for the session, on a free port.
 redis_proc = pytest.fixture(scope="session", name="redis_proc")(private_redis_proc)
@@ -41,11 +47,6 @@ def db_url(tmp_path: Path) -> str:
 @pytest.fixture
 def settings(r: redis.Redis, redis_url: str, db_url: str) -> Settings:
     return Settings(redis_url=redis_url, database_url=db_url)
-
-
-def close_app(app: Flask) -> None:
-    """Release the app's pooled database and Redis connections."""
-    app.extensions["redis_archive"].close()
 
 
 @pytest.fixture

@@ -63,3 +63,11 @@ def record_failure(job: Job, connection: Redis, exc_type: Any, exc_value: Any, t
 def record_stopped(job: Job, connection: Redis) -> None:
     """Stopped callback: remember that it ran."""
     connection.set(f"parity:stopped:{job.id}", "1")
+
+
+def record(key: str, label: str) -> str:
+    """Append ``label`` to the Redis list ``key`` (the order jobs ran in); return it."""
+    job = get_current_job()
+    assert job is not None
+    job.connection.rpush(key, label)
+    return label

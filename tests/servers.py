@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from flask import Flask
 
 from shared.stack.procs import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
+#: The repository's root.
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -160,3 +163,8 @@ def kill_all(procs: Sequence[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def close_app(app: Flask) -> None:
+    """Release the app's pooled database and Redis connections."""
+    app.extensions["redis_archive"].close()

@@ -31,7 +31,7 @@ RQ's storage is in :mod:`shared.rqmodel`.
 """
 
 from consumer.failover import FailoverMixin
-from consumer.worker.execution import JobStopped
+from consumer.worker.execution import JobStopped, WorkHorseKilled
 from consumer.worker.loop import FastWorkerBase
 
 
@@ -39,4 +39,4 @@ class FastWorker(FailoverMixin, FastWorkerBase):
     """:class:`FastWorkerBase` that rides out a Redis failover (the default worker class)."""
 
 
-__all__ = ["FastWorker", "FastWorkerBase", "JobStopped"]
+__all__ = ["FastWorker", "FastWorkerBase", "JobStopped", "WorkHorseKilled"]

@@ -11,6 +11,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from rq.callbacks import execute_stopped_callback, execute_success_callback
+from rq.command import parse_payload
 from rq.executions import Execution
 from rq.job import Job, JobStatus, Retry
 from rq.queue import Queue
@@ -22,11 +23,13 @@ from shared.rqmodel.internals import death_penalty_timeout, set_result, set_stat
 
 from .protocol import Pending
 
-logger = logging.getLogger(__name__)
-
 
 class JobStopped(Exception):
     """Raised inside a running job that ``rq job stop`` (a ``stop-job`` command) asked to stop."""
+
+
+class WorkHorseKilled(Exception):
+    """Raised inside a running job on a ``kill-horse`` command: it fails as a killed horse's job does."""
 
 
 class AlarmDeathPenalty(UnixSignalDeathPenalty):
@@ -80,6 +83,7 @@ class JobExecution:
     """Running jobs in-process for an RQ worker class (mixed in before RQ's worker)."""
 
     # Attributes of the worker this mixin is part of.
+    log: logging.Logger
     name: str
     concurrency: int
     death_penalty_class: Any
@@ -87,6 +91,7 @@ class JobExecution:
     default_result_ttl: int
     stopped_job_id: str | None
     _in_perform: bool
+    _kill_requested: bool
     _in_flight: int
     _in_flight_lock: threading.Lock
     _slots: threading.Semaphore
@@ -102,9 +107,31 @@ class JobExecution:
         def _flush(self, pending: Pending) -> None: ...
 
     def _stop_running_job(self, signum: int, frame: FrameType | None) -> None:
-        if self._in_perform and self.stopped_job_id is not None:
+        if not self._in_perform:
+            return
+        if self._kill_requested:
+            self._kill_requested = False
+            self._in_perform = False
+            raise WorkHorseKilled("Work-horse terminated unexpectedly (kill-horse command)")
+        if self.stopped_job_id is not None:
             self._in_perform = False
             raise JobStopped(f"job {self.stopped_job_id} stopped on request")
+
+    def handle_payload(self, message: Any) -> None:
+        """Commands from ``rq`` (pubsub thread); ``kill-horse`` fails the running job, as RQ's does."""
+        payload = parse_payload(message)
+        if payload.get("command") != "kill-horse":
+            super().handle_payload(message)  # type: ignore[misc]
+            return
+        self.log.info("Received kill horse command.")
+        if self._in_perform and self.concurrency == 1:
+            self.log.info("Killing horse...")
+            self._kill_requested = True
+            os.kill(os.getpid(), signal.SIGUSR1)
+        elif self._in_perform:
+            self.log.warning("Jobs run on threads (WORKER_CONCURRENCY > 1): kill horse command ignored")
+        else:
+            self.log.info("Worker is not working, kill horse command ignored")
 
     def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
         """Stop the running job (there is no horse): raise :class:`JobStopped` inside it."""
@@ -150,12 +177,12 @@ class JobExecution:
         return Pending(job, execution, claims.success(job, execution, self.name, result_ttl))
 
     def _finish_stopped(self, job: Job, queue: Queue, execution: Execution) -> None:
-        logger.warning("Worker %s: job %s stopped on request", self.name, job.id)
+        self.log.warning("Worker %s: job %s stopped on request", self.name, job.id)
         job.ended_at = utc_now()
         try:
             execute_stopped_callback(job, self.death_penalty_class)
         except Exception:
-            logger.exception("Worker %s: stopped callback for job %s raised", self.name, job.id)
+            self.log.exception("Worker %s: stopped callback for job %s raised", self.name, job.id)
         self.handle_job_failure(job, queue=queue, exc_string="Job stopped by user.", execution=execution)
 
     def _execute_in_thread(self, job: Job, queue: Queue, execution: Execution) -> None:
@@ -164,7 +191,7 @@ class JobExecution:
             if pending is not None:
                 self._flush(pending)
         except Exception:
-            logger.exception("Worker %s: job %s crashed its thread", self.name, job.id)
+            self.log.exception("Worker %s: job %s crashed its thread", self.name, job.id)
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1

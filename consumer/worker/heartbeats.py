@@ -18,13 +18,12 @@ from shared.rqmodel.keys import Keys
 
 from .. import recovery
 
-logger = logging.getLogger(__name__)
-
 
 class Heartbeats:
     """Beats and dead-worker scans from a background thread (mixed in before RQ's worker)."""
 
     # Attributes of the worker this mixin is part of.
+    log: logging.Logger
     connection: Any
     name: str
     key: str
@@ -50,10 +49,10 @@ class Heartbeats:
         notified = False
         while not self.stop_requested and is_suspended(self.connection):
             if burst:
-                logger.info("Worker %s: suspended in burst mode, exiting", self.name)
+                self.log.info("Worker %s: suspended in burst mode, exiting", self.name)
                 raise StopRequested
             if not notified:
-                logger.info("Worker %s: suspended, run `rq resume` to resume", self.name)
+                self.log.info("Worker %s: suspended, run `rq resume` to resume", self.name)
                 before_state = self.get_state()
                 self.set_state(WorkerStatus.SUSPENDED)
                 notified = True
@@ -82,7 +81,7 @@ class Heartbeats:
                     self.connection, recovery.stale_after(self.heartbeat_timeout), serializer=self.serializer
                 )
             except redis.exceptions.RedisError as exc:
-                logger.warning("Worker %s: heartbeat failed: %s", self.name, exc)
+                self.log.warning("Worker %s: heartbeat failed: %s", self.name, exc)
 
     def _unregister_beat(self) -> None:
         # Jobs still in flight (cold shutdown) stay registered so that recovery re-queues them.
@@ -90,4 +89,4 @@ class Heartbeats:
             try:
                 self.connection.zrem(self.keys.heartbeats, self.name)
             except redis.exceptions.RedisError:
-                logger.warning("worker %s: could not remove its heartbeat", self.name)
+                self.log.warning("worker %s: could not remove its heartbeat", self.name)

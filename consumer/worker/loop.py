@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 import time
@@ -23,8 +22,6 @@ from ..context import get_settings
 from .execution import AlarmDeathPenalty, JobExecution, func_cached
 from .heartbeats import Heartbeats
 from .protocol import ClaimProtocol, InFlight, Pending, Started
-
-logger = logging.getLogger(__name__)
 
 
 class FastWorkerBase(Heartbeats, JobExecution, ClaimProtocol, WorkerInternals, SimpleWorker):
@@ -57,10 +54,10 @@ class FastWorkerBase(Heartbeats, JobExecution, ClaimProtocol, WorkerInternals, S
         self._beats_thread: threading.Thread | None = None
         self._busy_ttl = 0
         self._in_perform = False
+        self._kill_requested = False
         self._slots = threading.Semaphore(self.concurrency)
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
-        self.log = logger
 
     def work(  # type: ignore[override]
         self,
@@ -118,7 +115,7 @@ class FastWorkerBase(Heartbeats, JobExecution, ClaimProtocol, WorkerInternals, S
                 try:
                     # Claimed jobs are started already: run them all, even when asked to stop.
                     if not ready and self._loop_checks(burst):
-                        logger.info("Worker %s: stopping on request", self.name)
+                        self.log.info("Worker %s: stopping on request", self.name)
                         break
                     # Busy before the claim: a SIGTERM arriving now waits for the jobs.
                     self.set_local_state(WorkerStatus.BUSY)
@@ -127,10 +124,12 @@ class FastWorkerBase(Heartbeats, JobExecution, ClaimProtocol, WorkerInternals, S
                         pending = []
                     if not ready:
                         if burst:
-                            logger.info("Worker %s: done, quitting", self.name)
+                            self.log.info("Worker %s: done, quitting", self.name)
                             break
                         if max_idle_time is not None and time.monotonic() - idle_since >= max_idle_time:
-                            logger.info("Worker %s: idle for %d seconds, quitting", self.name, max_idle_time)
+                            self.log.info(
+                                "Worker %s: idle for %d seconds, quitting", self.name, max_idle_time
+                            )
                             break
                         self._wait_for_work(max_idle_time, idle_since)
                         continue
@@ -152,15 +151,15 @@ class FastWorkerBase(Heartbeats, JobExecution, ClaimProtocol, WorkerInternals, S
                         ready = self._end_claim(sent)
                     idle_since = time.monotonic()
                     if max_jobs is not None and completed >= max_jobs:
-                        logger.info("Worker %s: finished executing %d jobs, quitting", self.name, completed)
+                        self.log.info("Worker %s: finished executing %d jobs, quitting", self.name, completed)
                         break
                 except StopRequested:
                     break
                 except redis.exceptions.TimeoutError:
-                    logger.error("Worker %s: Redis connection timeout, quitting...", self.name)
+                    self.log.error("Worker %s: Redis connection timeout, quitting...", self.name)
                     break
                 except redis.exceptions.ConnectionError as exc:
-                    logger.error("Worker %s: Redis unreachable (%s); retrying in 1s", self.name, exc)
+                    self.log.error("Worker %s: Redis unreachable (%s); retrying in 1s", self.name, exc)
                     if inflight is not None:
                         # Its successes are written again with the next claim (they are idempotent).
                         pending, inflight = inflight.pending + pending, None
@@ -174,9 +173,9 @@ class FastWorkerBase(Heartbeats, JobExecution, ClaimProtocol, WorkerInternals, S
                     raw_claim = inflight.checkout.read(inflight.count)[-1]
                     ready += self._parse_claimed(raw_claim, inflight.claim)
                 except Exception:
-                    logger.exception("Worker %s: could not read its last claim", self.name)
+                    self.log.exception("Worker %s: could not read its last claim", self.name)
             if ready:
-                logger.warning(
+                self.log.warning(
                     "Worker %s: %d claimed job(s) not run; recovery re-queues them", self.name, len(ready)
                 )
             for done in pending:
@@ -226,7 +225,7 @@ class FastWorkerBase(Heartbeats, JobExecution, ClaimProtocol, WorkerInternals, S
                 except StopRequested:
                     break
                 except redis.exceptions.ConnectionError as exc:
-                    logger.error("Worker %s: Redis unreachable (%s); retrying in 1s", self.name, exc)
+                    self.log.error("Worker %s: Redis unreachable (%s); retrying in 1s", self.name, exc)
                     time.sleep(1)
         finally:
             pool.shutdown(wait=True)

@@ -18,13 +18,12 @@ from redis.exceptions import NoScriptError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
+from rq.worker.base import DequeueStrategy
 
 from shared.connections import raw
 from shared.rqmodel import claims
 from shared.rqmodel.keys import Keys
 from shared.rqmodel.scripts import WORKER_SCRIPTS
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,11 +48,15 @@ class InFlight:
 
 Started = tuple[Job, Queue, Execution]
 
+#: Dequeue strategies under which one claim takes its jobs from the queues in turn.
+_SPREAD = (DequeueStrategy.ROUND_ROBIN, DequeueStrategy.RANDOM)
+
 
 class ClaimProtocol:
     """Claiming and finishing jobs for an RQ worker class (mixed in before RQ's worker)."""
 
     # Attributes of the worker this mixin is part of.
+    log: logging.Logger
     connection: Redis
     name: str
     key: str
@@ -65,6 +68,7 @@ class ClaimProtocol:
     keys: Keys
     stop_requested: bool
     ordered_queues: list[Queue]
+    dequeue_strategy: DequeueStrategy | None
     _claimed_job_class: type[Job]
     _busy_ttl: int
 
@@ -77,7 +81,9 @@ class ClaimProtocol:
 
     def _claim(self, wanted: int) -> claims.Claim:
         queue_keys = [q.key for q in self.ordered_queues]
-        return claims.claim(self.keys, queue_keys, self.name, self.key, wanted)
+        # Round robin and random take turns within a claim too (random: in this claim's order).
+        spread = wanted > 1 and len(queue_keys) > 1 and self.dequeue_strategy in _SPREAD
+        return claims.claim(self.keys, queue_keys, self.name, self.key, wanted, spread)
 
     def _finish_command(self, pending: list[Pending]) -> tuple[Any, ...]:
         return claims.finish(self.keys, self.key, [done.args for done in pending])
@@ -142,7 +148,7 @@ class ClaimProtocol:
             queue = by_key[item.queue_key]
             self.executions[item.execution.id] = item.execution
             self.reorder_queues(reference_queue=queue)
-            logger.debug("Worker %s: %s: %s (%s)", self.name, queue.name, item.job.description, item.job.id)
+            self.log.debug("Worker %s: %s: %s (%s)", self.name, queue.name, item.job.description, item.job.id)
             started.append((item.job, queue, item.execution))
         return started
 
@@ -180,4 +186,4 @@ class ClaimProtocol:
             self.successful_job_count += 1
         if job.webhooks:
             job.send_webhooks(JobStatus.FINISHED)
-        logger.debug("Worker %s: %s: Job OK (%s)", self.name, job.origin, job.id)
+        self.log.debug("Worker %s: %s: Job OK (%s)", self.name, job.origin, job.id)

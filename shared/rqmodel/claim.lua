@@ -2,7 +2,8 @@
 -- prepare_job_execution would mark each one started.
 -- KEYS: queue keys in priority order.
 -- ARGV: worker name, worker key, now (RQ date string), now (unix seconds), execution id
---       prefix, ttl for jobs without a timeout, most jobs to claim, RQ's key prefix ("rq:").
+--       prefix, ttl for jobs without a timeout, most jobs to claim, RQ's key prefix ("rq:"),
+--       "spread" to take the jobs of one claim from the queues in turn (round robin).
 -- Pops job ids whose hashes still exist. Returns one {queue_key, job_id, execution_id, ttl,
 -- {field, value, ...}} per claimed job (the hash as read before the status change).
 local worker = ARGV[1]
@@ -16,10 +17,12 @@ local queue_prefix_length = #rq + #'queue:'
 local claimed = {}
 local wexec = rq .. 'worker:' .. worker .. ':executions'
 local max_ttl = 0
-for _, qkey in ipairs(KEYS) do
-  while #claimed < wanted do
+
+-- Claim the next job of qkey whose hash still exists; false when the queue is empty.
+local function claim_one(qkey)
+  while true do
     local job_id = redis.call('LPOP', qkey)
-    if not job_id then break end
+    if not job_id then return false end
     local jkey = rq .. 'job:' .. job_id
     local data = redis.call('HGETALL', jkey)
     if #data > 0 then
@@ -48,7 +51,31 @@ for _, qkey in ipairs(KEYS) do
                  'worker_name', worker)
       redis.call('PERSIST', jkey)
       claimed[#claimed + 1] = {qkey, job_id, exec_id, ttl, data}
+      return true
     end
+  end
+end
+
+if ARGV[9] == 'spread' then
+  -- RQ's round robin, job by job: after a job of queue i, look from queue i + 1 on.
+  local n, start = #KEYS, 1
+  while #claimed < wanted do
+    local found = false
+    for step = 0, n - 1 do
+      local index = (start - 1 + step) % n + 1
+      if claim_one(KEYS[index]) then
+        start = index % n + 1
+        found = true
+        break
+      end
+    end
+    if not found then break end
+  end
+else
+  -- RQ's default: always the first queue that has a job.
+  for _, qkey in ipairs(KEYS) do
+    while #claimed < wanted and claim_one(qkey) do end
+    if #claimed >= wanted then break end
   end
 end
 -- The worker's own keys once per call, with the longest ttl of the jobs it took.

@@ -40,12 +40,19 @@ class Claim:
     now: datetime
 
 
-def claim(keys: Keys, queue_keys: list[str], worker_name: str, worker_key: str, wanted: int) -> Claim:
-    """The ``EVALSHA`` of the claim script for up to ``wanted`` jobs from ``queue_keys`` (in order)."""
+def claim(
+    keys: Keys, queue_keys: list[str], worker_name: str, worker_key: str, wanted: int, spread: bool = False
+) -> Claim:
+    """The ``EVALSHA`` of the claim script for up to ``wanted`` jobs from ``queue_keys``.
+
+    By default every job comes from the first queue that has one (RQ's default strategy);
+    with ``spread`` the queues take turns job by job, as RQ's round robin does across dequeues.
+    """
     now = datetime.now(UTC)
     stamp = format_date(now)
     args = (worker_name, worker_key, stamp, repr(now.timestamp()), uuid4().hex, DEFAULT_WORKER_TTL, wanted)
-    return Claim(("EVALSHA", CLAIM.sha, len(queue_keys), *queue_keys, *args, keys.rq), stamp, now)
+    mode = "spread" if spread else "first"
+    return Claim(("EVALSHA", CLAIM.sha, len(queue_keys), *queue_keys, *args, keys.rq, mode), stamp, now)
 
 
 @dataclass

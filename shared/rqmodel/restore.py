@@ -2,7 +2,7 @@
 
 RQ's ``Job.restore`` decodes every field name of the hash and parses every date with
 ``strptime``; for a trivial job that is a fifth of the worker's Python time. :func:`restore`
-sets the same attributes to the same values (``tests/test_worker.py`` compares it with RQ's
+sets the same attributes to the same values (``tests/consumer/test_worker.py`` compares it with RQ's
 on jobs of every kind) for the fields RQ 3 writes, and hands anything else (results, exception
 text, webhooks, fields it does not know) to RQ's own ``restore``.
 """

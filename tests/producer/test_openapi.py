@@ -32,9 +32,7 @@ from werkzeug.serving import make_server
 from producer import create_app
 from producer.openapi import build_spec, undocumented_rules
 from shared.settings import Settings
-
-from .conftest import close_app
-from .servers import RedisProc
+from tests.servers import RedisProc, close_app
 
 #: Paths that are not part of the JSON API contract: the dashboard documents itself.
 NOT_IN_CONTRACT = re.compile(r"^/dashboard(/|$)")

@@ -15,8 +15,7 @@ from shared.constants import FENCE_PREFIX, LOCK_PREFIX, LOCK_STATS_FIELDS, LOCK_
 from shared.exceptions import LockLostError, LockTimeoutError, LockUnavailableError
 from shared.lock import Lease, Redlock
 from shared.stack.procs import free_port
-
-from .servers import RedisProc, redis_servers
+from tests.servers import RedisProc, redis_servers
 
 
 @pytest.fixture(scope="module")

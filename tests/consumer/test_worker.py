@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -14,19 +16,20 @@ from typing import Any
 import pytest
 import redis
 from rq import Callback, Queue, Retry, SimpleWorker, Worker
-from rq.command import send_stop_job_command
+from rq.command import send_kill_horse_command, send_stop_job_command
 from rq.job import Dependency, Job, JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.utils import now
+from rq.worker.base import DequeueStrategy
 
 from consumer.worker import FastWorker
 from consumer.worker.protocol import ClaimProtocol
 from shared.rqmodel import restore as restore_module
 from shared.rqmodel.keys import KEYS
 from shared.rqmodel.restore import restore, restored_state
-
-from . import parity_jobs as pj
+from tests import parity_jobs as pj
+from tests.servers import ROOT
 
 QUEUE = "parity"
 
@@ -467,3 +470,72 @@ def test_claim_restore_sets_what_rqs_restore_sets(
         assert ours.func_name == theirs.func_name and ours.args == theirs.args and ours.meta == theirs.meta
     # Every job but the failed one (RQ's own restore reads its exception text) took the fast path.
     assert len(fast) >= 9
+
+
+# --- RQ's options and commands ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_round_robin_takes_turns_within_a_batch_as_rq_does(
+    r: redis.Redis, worker_env: Any, batch: int
+) -> None:
+    def order(worker_class: Any, **options: Any) -> list[str]:
+        r.flushdb()
+        queues = [Queue(name, connection=r, serializer=JSONSerializer) for name in ("a", "b", "c")]
+        for queue, count in zip(queues, (5, 2, 3), strict=True):
+            for i in range(count):
+                queue.enqueue(pj.record, "order", f"{queue.name}{i}")
+        worker = worker_class(queues, connection=r, serializer=JSONSerializer, **options)
+        worker.work(burst=True, dequeue_strategy=DequeueStrategy.ROUND_ROBIN)
+        return [label.decode() for label in r.lrange("order", 0, -1)]
+
+    expected = order(SimpleWorker)
+    assert expected == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "c2", "a3", "a4"]
+    assert order(FastWorker, batch=batch) == expected
+
+
+def test_kill_horse_command_fails_the_running_job_as_a_killed_horse_does(
+    r: redis.Redis, worker_env: Any
+) -> None:
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    job = queue.enqueue(pj.sleep, 30)
+    after = queue.enqueue(pj.add, 1, 2)
+    worker = FastWorker([queue], connection=r, serializer=JSONSerializer)
+
+    def send_when_running() -> None:
+        deadline = time.monotonic() + 10
+        while job.get_status(refresh=True) != JobStatus.STARTED and time.monotonic() < deadline:
+            time.sleep(0.02)
+        send_kill_horse_command(r, worker.name)
+
+    sender = threading.Thread(target=send_when_running)
+    sender.start()
+    started = time.monotonic()
+    worker.work(burst=True, logging_level="WARNING")
+    sender.join()
+    assert time.monotonic() - started < 15  # the 30 s job did not run to its end
+    assert job.get_status(refresh=True) == JobStatus.FAILED
+    assert job.id in queue.failed_job_registry
+    assert "kill-horse" in (job.latest_result().exc_string or "")
+    assert after.get_status(refresh=True) == JobStatus.FINISHED  # the worker carried on
+
+
+def test_plain_rq_worker_with_fast_worker_logs_on_rqs_logger(
+    r: redis.Redis, redis_url: str, tmp_path: Any
+) -> None:
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    queue.enqueue(pj.add, 1, 2)
+    argv = [sys.executable, "-m", "rq.cli", "worker", "--url", redis_url, "-S", "json"]
+    argv += ["-w", "consumer.worker.FastWorker", "--burst", QUEUE]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    # Without a settings module: RQ's own handler shows the worker's INFO lines, in RQ's format.
+    assert re.search(r"\d\d:\d\d:\d\d Worker .*: done, quitting", out.stdout), out.stdout + out.stderr
+    quiet = subprocess.run(
+        [*argv[:-1], "--logging_level", "WARNING", QUEUE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert quiet.returncode == 0 and "done, quitting" not in quiet.stdout + quiet.stderr

@@ -17,9 +17,7 @@ from producer import create_app
 from producer import enqueue as enqueue_module
 from shared.settings import Settings
 from shared.stack.procs import free_port
-
-from .conftest import close_app
-from .servers import RedisProc, start_redis
+from tests.servers import RedisProc, close_app, start_redis
 
 MEMBER = {"name": "Kim", "age": 30}
 

@@ -35,9 +35,7 @@ from shared.db import init_db, make_engine
 from shared.settings import Settings
 from shared.stack.local import Stack, procs, producer_argv, worker_argv
 from shared.stack.procs import free_port
-
-from .conftest import close_app
-from .servers import private_redis_proc, run_env, start_redis
+from tests.servers import close_app, private_redis_proc, run_env, start_redis
 
 PASSWORD = "s3cret-pw"
 TOKEN = "api-token-123"

@@ -18,8 +18,7 @@ from consumer.failover import EXIT_NO_MASTER, FailoverSimpleWorker
 from shared.constants import CREATE_MEMBER_JOB
 from shared.stack.local import worker_argv
 from shared.stack.procs import free_port, spawn, wait_until
-
-from .servers import RedisProc, start_redis
+from tests.servers import RedisProc, start_redis
 
 WORKER_CLASS = "consumer.failover.FailoverSimpleWorker"
 

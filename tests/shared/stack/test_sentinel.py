@@ -34,10 +34,7 @@ from shared.settings import Settings
 from shared.stack.local import Stack, procs
 from shared.stack.procs import free_port, port_open, spawn, stop, wait_until
 from shared.stack.sentinel import HaCluster
-
-from .servers import REDIS_SERVER
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.servers import REDIS_SERVER, ROOT
 
 
 @pytest.fixture(scope="module")

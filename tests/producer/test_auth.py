@@ -14,8 +14,7 @@ from flask.testing import FlaskClient
 from producer import auth, create_app
 from producer.openapi import operation
 from shared.settings import Settings
-
-from .conftest import close_app
+from tests.servers import close_app
 
 TOKEN = "s3cret-tökén"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .failover_scenario import FailoverResult, run_failover
+from tests.failover_scenario import FailoverResult, run_failover
 
 pytestmark = pytest.mark.slow
 

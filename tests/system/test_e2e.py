@@ -17,8 +17,7 @@ from sqlalchemy import func, select
 from shared.db import make_engine, member
 from shared.stack.local import producer_argv
 from shared.stack.procs import free_port, port_open, wait_until
-
-from .servers import RedisProc, kill_all, run_env
+from tests.servers import RedisProc, kill_all, run_env
 
 pytestmark = pytest.mark.slow
 

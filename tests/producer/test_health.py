@@ -9,9 +9,7 @@ from sqlalchemy import create_engine
 
 from producer import create_app
 from shared.settings import Settings
-
-from .conftest import close_app
-from .servers import start_redis
+from tests.servers import close_app, start_redis
 
 
 def test_healthz_answers_200(client: FlaskClient) -> None:

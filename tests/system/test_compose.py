@@ -8,7 +8,6 @@ import shlex
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from shared.cli.main import main
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.servers import ROOT
 
 
 def compose() -> dict[str, Any]:

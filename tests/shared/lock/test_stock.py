@@ -31,9 +31,7 @@ from shared.lock.stock import Goods, apply_decrement, create_goods, decrement_st
 from shared.settings import Settings
 from shared.stack.local import worker_argv
 from shared.stack.procs import free_port
-
-from .conftest import close_app
-from .servers import RedisProc, kill_all, redis_servers, run_env
+from tests.servers import RedisProc, close_app, kill_all, redis_servers, run_env
 
 
 @pytest.fixture(scope="module")

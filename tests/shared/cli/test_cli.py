@@ -14,8 +14,7 @@ from rq.serializers import JSONSerializer
 
 from shared.cli.main import main
 from shared.stack.local import worker_argv
-
-from .servers import RedisProc
+from tests.servers import RedisProc
 
 
 def test_help_lists_the_commands() -> None:

@@ -20,9 +20,7 @@ from producer import create_app
 from producer.cache import EXPIRE_MAX_MS, KEY_MAX_BYTES
 from shared.constants import CACHE_PREFIX, DEFAULT_MAX_BODY_BYTES
 from shared.settings import Settings
-
-from .conftest import close_app
-from .servers import RedisProc, start_redis
+from tests.servers import RedisProc, close_app, start_redis
 
 URL = "/api/v1/redis"
 MAX_VALUE = 512 * 1024

@@ -23,9 +23,7 @@ from shared.exceptions import LockTimeoutError
 from shared.lock import Redlock
 from shared.settings import Settings
 from shared.stack.local import worker_argv
-
-from .conftest import close_app
-from .servers import private_redis_proc, run_env, start_redis
+from tests.servers import close_app, private_redis_proc, run_env, start_redis
 
 # This module's own redis-server: the commands it runs (each allocates a latency histogram in
 # Redis 7) and the settings it changes stay out of the session's server.

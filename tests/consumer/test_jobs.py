@@ -17,8 +17,7 @@ from consumer import context
 from shared.constants import MEMBER_QUEUE
 from shared.db import make_engine, member
 from shared.settings import Settings
-
-from .conftest import close_app
+from tests.servers import close_app
 
 
 def run_burst(r: redis.Redis) -> None:

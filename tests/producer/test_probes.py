@@ -16,8 +16,7 @@ from producer import create_app
 from shared.exceptions import EvictionPolicyError
 from shared.settings import Settings
 from shared.stack.local import worker_argv
-
-from .servers import run_env, start_redis
+from tests.servers import run_env, start_redis
 
 
 def run_probe(client: FlaskClient, r: Any, kind: str, body: dict[str, Any]) -> dict[str, Any]:
