@@ -12,13 +12,10 @@ from flask import Flask
 from shared.connections import get_cache_redis, get_redis
 from shared.connections.eviction import check_queue_policy
 from shared.db import init_db, make_engine
-from shared.rqmodel.keys import KEYS
-from shared.rqmodel.writes import JobWriter
 from shared.settings import Settings
 
 from .access_log import register_access_log
 from .auth import register_auth
-from .enqueue import job_options
 from .errors import register_error_handlers
 from .state import EXTENSION, ArchiveState
 
@@ -63,8 +60,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         redis=redis,
         cache_redis=get_cache_redis(settings, redis),
         engine=engine,
-        # Job options follow state.settings, which tests may replace after the factory.
-        writer=JobWriter(redis, lambda name: job_options(state.settings, name), KEYS),
     )
     app.extensions[EXTENSION] = state
 

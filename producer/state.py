@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from shared import stats
 from shared.constants import ENQUEUE_LATENCY_KEY
 from shared.lock import Redlock
+from shared.rqmodel.keys import KEYS
 from shared.rqmodel.writes import JobWriter
 from shared.settings import Settings
 
@@ -29,8 +30,6 @@ class ArchiveState:
     redis: Redis
     cache_redis: Redis
     engine: Engine
-    #: Writes jobs in RQ's format into the queue's Redis.
-    writer: JobWriter
     #: This process's enqueue latencies not yet written to Redis.
     enqueue_latency: stats.PendingHistogram = field(
         default_factory=lambda: stats.PendingHistogram(ENQUEUE_LATENCY_KEY)
@@ -42,6 +41,14 @@ class ArchiveState:
     stats_stop: threading.Event | None = None
     _redlock: Redlock | None = None
     _redlock_mutex: threading.Lock = field(default_factory=threading.Lock)
+    #: Writes jobs in RQ's format into the queue's Redis.
+    writer: JobWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        from .enqueue import job_options
+
+        # Job options follow self.settings, which tests may replace after the factory.
+        self.writer = JobWriter(self.redis, lambda name: job_options(self.settings, name), KEYS)
 
     def queue(self, name: str) -> Queue:
         """The RQ queue ``name`` on the queue's Redis, JSON-serialised."""
