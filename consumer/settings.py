@@ -14,7 +14,7 @@ from typing import Any
 from shared.connections import close_redis, get_redis, rq_redis_url, rq_sentinel_config
 from shared.connections.eviction import check_queue_policy
 from shared.constants import ALL_QUEUES
-from shared.exceptions import EvictionPolicyError
+from shared.exceptions import ConfigurationError, EvictionPolicyError
 from shared.logs import show_logs
 from shared.settings import Settings
 
@@ -30,8 +30,8 @@ def _refuse_evicting_policy(settings: Settings) -> None:
     """Exit (status 78) when the queue's Redis may evict queued jobs, unless ALLOW_EVICTING_POLICY=1."""
     conn = get_redis(settings)
     try:
-        check_queue_policy(conn, allow=settings.allow_evicting_policy)
-    except EvictionPolicyError as exc:
+        check_queue_policy(conn, allow=settings.allow_evicting_policy, cluster=bool(settings.cluster_nodes))
+    except (EvictionPolicyError, ConfigurationError) as exc:
         sys.stderr.write(f"refusing to start the worker: {exc}\n")
         raise SystemExit(78) from None
     finally:

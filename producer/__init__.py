@@ -52,7 +52,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     redis = get_redis(settings)
     # Refuse to serve on a Redis that may evict queued jobs (EvictionPolicyError).
-    check_queue_policy(redis, allow=settings.allow_evicting_policy)
+    cluster = bool(settings.cluster_nodes)
+    check_queue_policy(redis, allow=settings.allow_evicting_policy, cluster=cluster)
     engine = make_engine(settings.database_url)
     init_db(engine)
     state = ArchiveState(

@@ -17,15 +17,6 @@ LOCK_PREFIX = PREFIX + "lock:"
 FENCE_PREFIX = PREFIX + "fence:"
 #: Counters and samples kept for metrics and the dashboard.
 STATS_PREFIX = PREFIX + "stats:"
-#: Histograms (hashes, fields ``<queue>:b<i>``, ``<queue>:sum``, ``<queue>:count``).
-JOB_DURATION_KEY = STATS_PREFIX + "duration"
-JOB_WAIT_KEY = STATS_PREFIX + "wait"
-ENQUEUE_LATENCY_KEY = STATS_PREFIX + "enqueue_latency"
-#: Jobs finished in one minute: ``archive:stats:finished:<unix minute>`` (hash queue -> count).
-FINISHED_PER_MINUTE_PREFIX = STATS_PREFIX + "finished:"
-#: Samples of ``INFO memory`` (sorted set scored by time) and the sampler's turn marker.
-MEMORY_SAMPLES_KEY = STATS_PREFIX + "memory"
-MEMORY_SAMPLER_KEY = STATS_PREFIX + "memory:sampler"
 
 # Queue names (the Bull queue of the original stack was called ``member``).
 MEMBER_QUEUE = "member"
@@ -60,7 +51,6 @@ DEFAULT_WORKER_MASTER_TIMEOUT = 60.0
 # (fields acquired, contended, failed, released, extended, lost) in the queue's Redis.
 LOCK_WAIT_PREFIX = PREFIX + "lockwait:"
 LOCK_NOTIFY_PREFIX = PREFIX + "locknotify:"
-LOCK_STATS_KEY = STATS_PREFIX + "lock"
 LOCK_STATS_FIELDS = ("acquired", "contended", "failed", "released", "extended", "lost")
 GOODS_LOCK_PREFIX = "goods:"
 DECREMENT_STOCK_JOB = "consumer.stock.decrement_stock"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -58,6 +59,17 @@ def parse_host_ports(name: str, raw: str) -> tuple[tuple[str, int], ...]:
     return tuple(pairs)
 
 
+def parse_counts(name: str, raw: str) -> tuple[tuple[str, int], ...]:
+    """Parse ``queue=count,queue=count`` (``member=3,goods=1``) into pairs, counts >= 1."""
+    pairs = []
+    for item in _list(raw):
+        queue, sep, count = item.partition("=")
+        if not sep or not queue.strip() or not re.fullmatch(r"[A-Za-z0-9_.-]+", queue.strip()):
+            raise ConfigurationError(f"{name}: expected queue=count, got {item!r}")
+        pairs.append((queue.strip(), _int(name, count.strip(), minimum=1)))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of the system; build it with :meth:`from_env`."""
@@ -72,6 +84,10 @@ class Settings:
     max_body_bytes: int = constants.DEFAULT_MAX_BODY_BYTES
     cache_max_value_bytes: int = 512 * 1024
     api_token: str | None = None
+    #: Redis Cluster seed nodes; when set, the queue's Redis is the cluster (README, "Redis Cluster").
+    cluster_nodes: tuple[tuple[str, int], ...] = ()
+    #: How many namespaces (hash-tagged RQ prefixes, each in one slot) each queue spreads over.
+    queue_namespaces: tuple[tuple[str, int], ...] = ()
     # Sentinel: when ``sentinels`` is non-empty it wins over ``redis_url``'s host and port.
     sentinels: tuple[tuple[str, int], ...] = ()
     sentinel_master: str = "mymaster"
@@ -196,6 +212,18 @@ class Settings:
         sentinels = get("REDIS_SENTINELS")
         if sentinels is not None:
             kwargs["sentinels"] = parse_host_ports("REDIS_SENTINELS", sentinels)
+        cluster_nodes = get("REDIS_CLUSTER_NODES")
+        if cluster_nodes is not None:
+            kwargs["cluster_nodes"] = parse_host_ports("REDIS_CLUSTER_NODES", cluster_nodes)
+        namespaces = get("QUEUE_NAMESPACES")
+        if namespaces is not None:
+            kwargs["queue_namespaces"] = parse_counts("QUEUE_NAMESPACES", namespaces)
+            if cluster_nodes is None:
+                raise ConfigurationError(
+                    "QUEUE_NAMESPACES needs REDIS_CLUSTER_NODES (namespaces spread a queue over a cluster)"
+                )
+        if cluster_nodes is not None and sentinels is not None:
+            raise ConfigurationError("set either REDIS_CLUSTER_NODES or REDIS_SENTINELS, not both")
         lock_urls = get("LOCK_REDIS_URLS")
         if lock_urls is not None:
             kwargs["lock_redis_urls"] = _list(lock_urls)

@@ -12,37 +12,21 @@ import logging
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue
-from rq.registry import (
-    CanceledJobRegistry,
-    DeferredJobRegistry,
-    FailedJobRegistry,
-    FinishedJobRegistry,
-    ScheduledJobRegistry,
-    StartedJobRegistry,
-)
 
 from shared.constants import (
     ALL_QUEUES,
-    ENQUEUE_LATENCY_KEY,
-    FINISHED_PER_MINUTE_PREFIX,
-    JOB_DURATION_KEY,
-    JOB_WAIT_KEY,
     LOCK_STATS_FIELDS,
-    LOCK_STATS_KEY,
-    MEMORY_SAMPLER_KEY,
-    MEMORY_SAMPLES_KEY,
     MEMORY_SAMPLES_MAX,
     STATS_WINDOW_SECONDS,
 )
-from shared.rqmodel.keys import KEYS
+from shared.rqmodel.keys import KEYS, Keys
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +37,11 @@ REGISTRIES = ("queued", "started", "deferred", "scheduled", "finished", "failed"
 #: Upper bounds (seconds) of the histogram buckets; a last ``+Inf`` bucket is implied.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
-#: Which bucket bounds belong to which histogram key.
-HISTOGRAMS: Mapping[str, tuple[float, ...]] = {
-    JOB_DURATION_KEY: DURATION_BUCKETS,
-    JOB_WAIT_KEY: DURATION_BUCKETS,
-    ENQUEUE_LATENCY_KEY: LATENCY_BUCKETS,
-}
+
+
+def bounds(key: str) -> tuple[float, ...]:
+    """The bucket bounds of the histogram stored under ``key``."""
+    return LATENCY_BUCKETS if key.endswith("enqueue_latency") else DURATION_BUCKETS
 
 
 def _bucket(value: float, bounds: Sequence[float]) -> int:
@@ -70,7 +53,7 @@ def _bucket(value: float, bounds: Sequence[float]) -> int:
 
 def _observe(pipe: Any, key: str, queue: str, seconds: float) -> None:
     seconds = max(seconds, 0.0)
-    pipe.hincrby(key, f"{queue}:b{_bucket(seconds, HISTOGRAMS[key])}", 1)
+    pipe.hincrby(key, f"{queue}:b{_bucket(seconds, bounds(key))}", 1)
     pipe.hincrbyfloat(key, f"{queue}:sum", seconds)
     pipe.hincrby(key, f"{queue}:count", 1)
 
@@ -91,7 +74,7 @@ class PendingHistogram:
         self.key = key
         self._lock = threading.Lock()
         self._fields: dict[str, float] = {}
-        self._bounds = HISTOGRAMS[key]
+        self._bounds = bounds(key)
         self._names: dict[str, tuple[str, str]] = {}
 
     def observe(self, queue: str, seconds: float) -> None:
@@ -137,12 +120,13 @@ def record_finished(
     started_at: datetime | None,
     ended_at: datetime | None,
     now: float | None = None,
+    keys: Keys = KEYS,
 ) -> None:
     """Count one job finished: the counter, its duration and wait, and this minute's throughput."""
-    minute_key = f"{FINISHED_PER_MINUTE_PREFIX}{int((now or time.time()) // 60)}"
+    minute_key = keys.finished_minute(int((now or time.time()) // 60))
     with conn.pipeline(transaction=False) as pipe:
-        pipe.hincrby(KEYS.job_stats, f"{queue}:finished", 1)
-        _record_times(pipe, queue, enqueued_at, started_at, ended_at)
+        pipe.hincrby(keys.job_stats, f"{queue}:finished", 1)
+        _record_times(pipe, keys, queue, enqueued_at, started_at, ended_at)
         pipe.hincrby(minute_key, queue, 1)
         pipe.expire(minute_key, STATS_WINDOW_SECONDS + 120)
         pipe.execute()
@@ -156,16 +140,18 @@ def record_failed(
     enqueued_at: datetime | None,
     started_at: datetime | None,
     ended_at: datetime | None,
+    keys: Keys = KEYS,
 ) -> None:
     """Count one failed attempt: ``retried`` when another attempt follows, else ``failed``."""
     with conn.pipeline(transaction=False) as pipe:
-        pipe.hincrby(KEYS.job_stats, f"{queue}:{'retried' if will_retry else 'failed'}", 1)
-        _record_times(pipe, queue, enqueued_at, started_at, ended_at)
+        pipe.hincrby(keys.job_stats, f"{queue}:{'retried' if will_retry else 'failed'}", 1)
+        _record_times(pipe, keys, queue, enqueued_at, started_at, ended_at)
         pipe.execute()
 
 
 def _record_times(
     pipe: Any,
+    keys: Keys,
     queue: str,
     enqueued_at: datetime | None,
     started_at: datetime | None,
@@ -173,10 +159,10 @@ def _record_times(
 ) -> None:
     duration = _seconds_between(started_at, ended_at)
     if duration is not None:
-        _observe(pipe, JOB_DURATION_KEY, queue, duration)
+        _observe(pipe, keys.duration, queue, duration)
     wait = _seconds_between(enqueued_at, started_at)
     if wait is not None:
-        _observe(pipe, JOB_WAIT_KEY, queue, wait)
+        _observe(pipe, keys.wait, queue, wait)
 
 
 def _split(field: bytes | str) -> tuple[str, str]:
@@ -185,10 +171,10 @@ def _split(field: bytes | str) -> tuple[str, str]:
     return queue, name
 
 
-def job_counters(conn: Redis) -> dict[str, dict[str, int]]:
+def job_counters(conn: Redis, keys: Keys = KEYS) -> dict[str, dict[str, int]]:
     """``{queue: {event: count}}`` for every queue that has counted something."""
     counters: dict[str, dict[str, int]] = {}
-    for field, value in conn.hgetall(KEYS.job_stats).items():
+    for field, value in conn.hgetall(keys.job_stats).items():
         queue, event = _split(field)
         counters.setdefault(queue, dict.fromkeys(JOB_EVENTS, 0))[event] = int(value)
     return counters
@@ -205,7 +191,6 @@ class Histogram:
 
 def histograms(conn: Redis, key: str) -> dict[str, Histogram]:
     """Every queue's histogram stored under ``key``."""
-    bounds = HISTOGRAMS[key]
     raw: dict[str, dict[str, str]] = {}
     for field, value in conn.hgetall(key).items():
         queue, name = _split(field)
@@ -214,27 +199,29 @@ def histograms(conn: Redis, key: str) -> dict[str, Histogram]:
     for queue, values in raw.items():
         cumulative = 0
         buckets = []
-        for index, bound in enumerate((*bounds, float("inf"))):
+        for index, bound in enumerate((*bounds(key), float("inf"))):
             cumulative += int(values.get(f"b{index}", 0))
             buckets.append((bound, cumulative))
         result[queue] = Histogram(tuple(buckets), float(values.get("sum", 0)), int(values.get("count", 0)))
     return result
 
 
-def finished_per_minute(conn: Redis, minutes: int = 60, now: float | None = None) -> list[tuple[int, int]]:
+def finished_per_minute(
+    conn: Redis, minutes: int = 60, now: float | None = None, keys: Keys = KEYS
+) -> list[tuple[int, int]]:
     """``(unix minute, jobs finished)`` for the last ``minutes`` minutes, oldest first, all queues."""
     current = int((now or time.time()) // 60)
     stamps = list(range(current - minutes + 1, current + 1))
     with conn.pipeline(transaction=False) as pipe:
         for stamp in stamps:
-            pipe.hvals(f"{FINISHED_PER_MINUTE_PREFIX}{stamp}")
+            pipe.hvals(keys.finished_minute(stamp))
         values = pipe.execute()
     return [(stamp, sum(int(v) for v in vals)) for stamp, vals in zip(stamps, values, strict=True)]
 
 
-def lock_stats(conn: Redis) -> dict[str, int]:
+def lock_stats(conn: Redis, keys: Keys = KEYS) -> dict[str, int]:
     """The lock's counters (acquired, contended, failed, released, extended, lost); 0 when unset."""
-    raw = conn.hgetall(LOCK_STATS_KEY)
+    raw = conn.hgetall(keys.lock_stats)
     stats = dict.fromkeys(LOCK_EVENTS, 0)
     for field, value in raw.items():
         name = field.decode() if isinstance(field, bytes) else str(field)
@@ -245,29 +232,25 @@ def lock_stats(conn: Redis) -> dict[str, int]:
     return stats
 
 
-def queue_names(conn: Redis, extra: Iterable[str] = ALL_QUEUES) -> list[str]:
-    """Our queues plus every queue RQ knows on this Redis, sorted."""
+def queue_names(conn: Redis, extra: Iterable[str] = ALL_QUEUES, keys: Keys = KEYS) -> list[str]:
+    """Our queues plus every queue RQ knows on this Redis (in this namespace), sorted."""
     names = set(extra)
-    names.update(queue.name for queue in Queue.all(connection=conn))
+    for key in conn.smembers(keys.queues):
+        names.add(keys.queue_name(key.decode() if isinstance(key, bytes) else key))
     return sorted(names)
 
 
-def queue_depths(conn: Redis, queues: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+def queue_depths(
+    conn: Redis, queues: Iterable[str] | None = None, keys: Keys = KEYS
+) -> dict[str, dict[str, int]]:
     """``{queue: {registry: jobs}}``: the queued list and each registry, in one round trip."""
-    names = list(queues) if queues is not None else queue_names(conn)
-    registries = (
-        StartedJobRegistry,
-        DeferredJobRegistry,
-        ScheduledJobRegistry,
-        FinishedJobRegistry,
-        FailedJobRegistry,
-        CanceledJobRegistry,
-    )
+    names = list(queues) if queues is not None else queue_names(conn, keys=keys)
+    registries = (keys.started, keys.deferred, keys.scheduled, keys.finished, keys.failed, keys.canceled)
     with conn.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.llen(Queue(name, connection=conn).key)
+            pipe.llen(keys.queue(name))
             for registry in registries:
-                pipe.zcard(registry(name, connection=conn).key)
+                pipe.zcard(registry(name))
         counts = pipe.execute()
     width = 1 + len(registries)
     return {
@@ -279,33 +262,33 @@ def queue_depths(conn: Redis, queues: Iterable[str] | None = None) -> dict[str, 
 MEMORY_FIELDS = ("used_memory", "used_memory_peak", "used_memory_rss", "maxmemory")
 
 
-def record_memory_sample(conn: Redis, interval: float, now: float | None = None) -> bool:
+def record_memory_sample(conn: Redis, interval: float, now: float | None = None, keys: Keys = KEYS) -> bool:
     """Store one ``INFO memory`` sample unless another process stored one in the last ``interval``.
 
     Keeps the last :data:`STATS_WINDOW_SECONDS` and at most :data:`MEMORY_SAMPLES_MAX` samples.
     """
     stamp = now or time.time()
     if interval > 0 and not conn.set(
-        MEMORY_SAMPLER_KEY, str(stamp), nx=True, px=max(1, int(interval * 1000))
+        keys.memory_sampler, str(stamp), nx=True, px=max(1, int(interval * 1000))
     ):
         return False
     info = conn.info("memory")
     sample = {"t": round(stamp, 3), **{name: int(info.get(name, 0)) for name in MEMORY_FIELDS}}
     with conn.pipeline(transaction=False) as pipe:
-        pipe.zadd(MEMORY_SAMPLES_KEY, {json.dumps(sample, separators=(",", ":")): stamp})
-        pipe.zremrangebyscore(MEMORY_SAMPLES_KEY, "-inf", stamp - STATS_WINDOW_SECONDS)
-        pipe.zremrangebyrank(MEMORY_SAMPLES_KEY, 0, -MEMORY_SAMPLES_MAX - 1)
+        pipe.zadd(keys.memory_samples, {json.dumps(sample, separators=(",", ":")): stamp})
+        pipe.zremrangebyscore(keys.memory_samples, "-inf", stamp - STATS_WINDOW_SECONDS)
+        pipe.zremrangebyrank(keys.memory_samples, 0, -MEMORY_SAMPLES_MAX - 1)
         pipe.execute()
     return True
 
 
 def memory_samples(
-    conn: Redis, seconds: float = STATS_WINDOW_SECONDS, now: float | None = None
+    conn: Redis, seconds: float = STATS_WINDOW_SECONDS, now: float | None = None, keys: Keys = KEYS
 ) -> list[dict[str, Any]]:
     """Samples of the last ``seconds``, oldest first."""
     since = (now or time.time()) - seconds
     samples: list[dict[str, Any]] = []
-    for raw in conn.zrangebyscore(MEMORY_SAMPLES_KEY, since, "+inf"):
+    for raw in conn.zrangebyscore(keys.memory_samples, since, "+inf"):
         try:
             samples.append(json.loads(str(raw.decode() if isinstance(raw, bytes) else raw)))
         except ValueError:

@@ -48,7 +48,8 @@ class SentinelSSLConnection(SentinelConnection, SSLConnection):
     """:class:`SentinelConnection` over TLS."""
 
 
-def _client_options(settings: Settings) -> dict[str, Any]:
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Timeouts, health checks and redis-py's own quick reconnect, for every client of the queue's Redis."""
     return {
         "socket_timeout": settings.socket_timeout,
         "socket_connect_timeout": settings.socket_timeout,
@@ -72,7 +73,7 @@ def _tls_options(settings: Settings) -> dict[str, Any]:
 
 def redis_from_url(url: str, settings: Settings | None = None, **options: Any) -> Redis:
     """A client for ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
-    opts = _client_options(settings or Settings())
+    opts = client_options(settings or Settings())
     if settings is not None:
         if settings.redis_password and "@" not in url:
             opts["password"] = settings.redis_password
@@ -141,9 +142,14 @@ def get_redis(settings: Settings, **options: Any) -> Redis:
     its idle connections when the master moves, and turns a demoted master's ``READONLY``
     reply into a ``ConnectionError``, so callers only ever retry connection errors.
     """
+    if settings.cluster_nodes:
+        # A cluster: this process's namespace slot (RQ_KEY_PREFIX), or the home slot.
+        from shared.cluster.clients import process_tag, slot_client
+
+        return slot_client(settings, process_tag(settings), **options)
     if settings.sentinels:
         sentinel = sentinel_from_settings(settings)
-        opts = _client_options(settings)
+        opts = client_options(settings)
         opts.update(options)
         master: Redis = sentinel.master_for(settings.sentinel_master, **opts)  # type: ignore[no-untyped-call]
         return master
@@ -187,7 +193,7 @@ def rq_sentinel_config(settings: Settings) -> dict[str, Any]:
         "PASSWORD": master.pop("password", None),
         "SOCKET_TIMEOUT": settings.socket_timeout,
         "SSL": master.pop("ssl", False),
-        "CONNECTION_KWARGS": {**master, **_client_options(settings)},
+        "CONNECTION_KWARGS": {**master, **client_options(settings)},
         "SENTINEL_KWARGS": sentinel_options(settings),
     }
 
@@ -207,4 +213,7 @@ def describe(conn: Redis) -> str:
     service = getattr(conn.connection_pool, "service_name", None)
     if service:
         return f"sentinel://{service}"
+    tag = getattr(conn.connection_pool, "tag", None)
+    if tag:
+        return f"cluster slot {conn.connection_pool.slot} ({tag})"  # type: ignore[attr-defined]
     return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"

@@ -9,12 +9,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from redis.backoff import NoBackoff
-from redis.connection import ConnectionPool
+from redis.connection import Connection, ConnectionPool
+from redis.crc import key_slot
+from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from shared.cluster.slots import ClusterMap
 from shared.connections import raw
 from shared.connections.raw import LuaScript
 
@@ -50,8 +52,8 @@ class Node:
         self._idle: list[raw.Connection] = []
         self._mutex = threading.Lock()
 
-    def get(self) -> raw.Connection:
-        """An idle connection, or a new one (connected lazily on first send)."""
+    def get(self, key: str | None = None) -> raw.Connection:
+        """An idle connection, or a new one (connected lazily on first send); ``key``: what it is for."""
         with self._mutex:
             if self._idle:
                 return self._idle.pop()
@@ -69,6 +71,60 @@ class Node:
         for conn in idle:
             conn.disconnect()
 
+    def stale(self) -> None:
+        """The node failed or redirected a call (a cluster node looks its slots up again)."""
+
+
+class ClusterNode(Node):
+    """A whole Redis Cluster as one lock node: each lock's keys go to the master of their slot.
+
+    A lock's keys share one hash tag (:func:`shared.lock.redlock.lock_keys`), so its scripts
+    run on one master. The cluster replicates asynchronously, so as one node it is as safe as
+    one Redis that fails over (README, "Why the lock's Redlock nodes are not behind Sentinel").
+    """
+
+    def __init__(self, cluster: ClusterMap, timeout: float, password: str | None = None) -> None:
+        self.cluster = cluster
+        self.url = "cluster:" + ",".join(f"{host}:{port}" for host, port in cluster.seeds)
+        self._options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
+        }
+        if password:
+            self._options["password"] = password
+        self._pools: dict[tuple[str, int], list[raw.Connection]] = {}
+        self._mutex = threading.Lock()
+
+    def get(self, key: str | None = None) -> raw.Connection:
+        """A connection to the master of ``key``'s slot."""
+        assert key is not None, "a cluster node needs the key to route by"
+        host, port = self.cluster.owner(key_slot(key.encode()))
+        with self._mutex:
+            idle = self._pools.get((host, port))
+            if idle:
+                return idle.pop()
+        return cast(raw.Connection, Connection(host=host, port=port, **self._options))  # type: ignore[no-untyped-call]
+
+    def put(self, conn: raw.Connection) -> None:
+        """Return a connection whose every reply was read."""
+        address = (conn.host, conn.port)  # type: ignore[attr-defined]
+        with self._mutex:
+            self._pools.setdefault(address, []).append(conn)
+
+    def close(self) -> None:
+        """Disconnect every idle connection."""
+        with self._mutex:
+            pools, self._pools = self._pools, {}
+        for idle in pools.values():
+            for conn in idle:
+                conn.disconnect()
+
+    def stale(self) -> None:
+        """Look the slots up again before the next call."""
+        self.cluster.invalidate()
+
 
 Call = tuple[Node, LuaScript, Sequence[str], Sequence[str | int]]
 
@@ -80,10 +136,11 @@ def fan_out(calls: Sequence[Call]) -> list[Any]:
     """
     sent: list[raw.Connection | Exception] = []
     for node, script, keys, args in calls:
-        conn = node.get()
         try:
+            conn = node.get(keys[0] if keys else None)
             raw.send(conn, raw.pack([raw.evalsha(script, keys, args)]))
         except NODE_ERRORS as exc:
+            node.stale()
             sent.append(exc)
         else:
             sent.append(conn)
@@ -99,11 +156,14 @@ def fan_out(calls: Sequence[Call]) -> list[Any]:
                 raw.send(item, raw.pack([raw.evalsha(script, keys, args)]))
                 [reply] = raw.read(item, 1)
         except NODE_ERRORS as exc:
+            node.stale()
             results.append(exc)
             continue
         except ResponseError as exc:
             # An error reply while loading the scripts: the connection is in step.
             reply = exc
         node.put(item)
+        if isinstance(reply, AskError | MovedError | ClusterDownError):
+            node.stale()
         results.append(reply)
     return results

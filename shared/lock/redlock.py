@@ -33,9 +33,10 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from shared.connections import raw
-from shared.constants import FENCE_PREFIX, LOCK_NOTIFY_PREFIX, LOCK_PREFIX, LOCK_STATS_KEY, LOCK_WAIT_PREFIX
+from shared.constants import FENCE_PREFIX, LOCK_NOTIFY_PREFIX, LOCK_PREFIX, LOCK_WAIT_PREFIX
 from shared.exceptions import LockLostError, LockTimeoutError, LockUnavailableError
 from shared.lock.nodes import ACQUIRE, EXTEND, NODE_ERRORS, RAISE_FENCE, RELEASE, Node, fan_out
+from shared.rqmodel.keys import KEYS, Keys
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,16 @@ class Lease:
             raise LockLostError(f"lock {self.name!r} (fence {self.fence}) was lost while held")
 
 
+def lock_keys(name: str) -> tuple[str, str, str, str]:
+    """(lock, fence counter, waiters flag, notification list) of lock ``name`` on each node.
+
+    All four carry ``{name}`` as their hash tag, so on a Redis Cluster they share one slot
+    (the scripts touch several of them at once): ``archive:lock:{goods:7}``.
+    """
+    tag = "{" + name + "}"
+    return (LOCK_PREFIX + tag, FENCE_PREFIX + tag, LOCK_WAIT_PREFIX + tag, LOCK_NOTIFY_PREFIX + tag)
+
+
 class Redlock:
     """The Redlock algorithm over independent Redis masters; one instance per process."""
 
@@ -159,15 +170,18 @@ class Redlock:
         urls: Sequence[str],
         *,
         stats: Redis | None = None,
+        stats_keys: Keys = KEYS,
         node_timeout: float = DEFAULT_NODE_TIMEOUT,
         password: str | None = None,
         retry_delay: float = 0.02,
+        nodes: Sequence[Node] | None = None,
     ) -> None:
-        if not urls:
+        if not urls and not nodes:
             raise ValueError("a Redlock needs at least one Redis URL")
-        self.nodes = [Node(url, node_timeout, password) for url in urls]
+        self.nodes = list(nodes) if nodes else [Node(url, node_timeout, password) for url in urls]
         self.quorum = len(self.nodes) // 2 + 1
         self.stats = stats
+        self.stats_keys = stats_keys
         self.node_timeout = node_timeout
         self.retry_delay = retry_delay
 
@@ -187,7 +201,7 @@ class Redlock:
         try:
             pipe = self.stats.pipeline(transaction=False)
             for name, amount in fields.items():
-                pipe.hincrby(LOCK_STATS_KEY, name, amount)
+                pipe.hincrby(self.stats_keys.lock_stats, name, amount)
             pipe.execute()
         except RedisError as exc:
             logger.debug("lock statistics not counted: %s", exc)
@@ -197,7 +211,7 @@ class Redlock:
 
     def _attempt(self, name: str, token: str, ttl_ms: int) -> tuple[Lease | None, int, list[tuple[int, int]]]:
         """One try on every node: (lease or None, nodes that answered, [(node index, holder's ms left)])."""
-        keys = (LOCK_PREFIX + name, FENCE_PREFIX + name, LOCK_WAIT_PREFIX + name)
+        keys = lock_keys(name)[:3]
         start = time.monotonic()
         replies = fan_out([(node, ACQUIRE, keys, (token, ttl_ms)) for node in self.nodes])
         granted = {i: r for i, r in enumerate(replies) if isinstance(r, int) and r > 0}
@@ -278,21 +292,24 @@ class Redlock:
         if left is not None:
             wait = min(wait, left)
         node = self.nodes[index]
-        conn = node.get()
+        notify = lock_keys(name)[3]
         try:
-            raw.send(conn, raw.pack([("BLPOP", LOCK_NOTIFY_PREFIX + name, f"{max(wait, 0.001):.3f}")]))
+            # (raw.send and raw.read drop the connection when they fail)
+            conn = node.get(notify)
+            raw.send(conn, raw.pack([("BLPOP", notify, f"{max(wait, 0.001):.3f}")]))
             if conn.can_read(timeout=wait + self.node_timeout + 0.2):
                 raw.read(conn, 1)
                 node.put(conn)
             else:
                 conn.disconnect()
         except NODE_ERRORS as exc:
-            conn.disconnect()
+            node.stale()
             logger.debug("waiting on %s failed (%s); backing off", node.url, exc)
             time.sleep(jitter)
 
     def _release(self, name: str, token: str, indexes: Sequence[int] | None = None) -> int:
-        keys = (LOCK_PREFIX + name, LOCK_WAIT_PREFIX + name, LOCK_NOTIFY_PREFIX + name)
+        lock, _, waiters, notify = lock_keys(name)
+        keys = (lock, waiters, notify)
         chosen = range(len(self.nodes)) if indexes is None else indexes
         replies = fan_out([(self.nodes[i], RELEASE, keys, (token, 60_000)) for i in chosen])
         return sum(1 for r in replies if r == 1)
@@ -300,7 +317,7 @@ class Redlock:
     def _extend(self, name: str, token: str, ttl: float) -> tuple[bool, float]:
         ttl_ms = max(1, int(ttl * 1000))
         start = time.monotonic()
-        replies = fan_out([(node, EXTEND, (LOCK_PREFIX + name,), (token, ttl_ms)) for node in self.nodes])
+        replies = fan_out([(node, EXTEND, lock_keys(name)[:1], (token, ttl_ms)) for node in self.nodes])
         valid_until = start + ttl_ms / 1000 - self._drift(ttl_ms)
         ok = sum(1 for r in replies if r == 1) >= self.quorum and time.monotonic() < valid_until
         return ok, valid_until

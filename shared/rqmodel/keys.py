@@ -18,12 +18,27 @@ from rq.defaults import RQ_KEY_PREFIX
 from shared.constants import PREFIX
 
 
+def own_prefix_for(rq_prefix: str) -> str:
+    """The project's prefix beside RQ's: ``archive:``, or ``<tag>:archive:`` when RQ's carries a hash tag.
+
+    A hash tag (``{member}``) pins RQ's keys to one Redis Cluster slot; the project's keys of
+    that namespace (heartbeats, counters) must sit in the same slot, so they carry it too.
+    """
+    if "{" in rq_prefix and "}" in rq_prefix.split("{", 1)[1]:
+        return f"{rq_prefix}:{PREFIX}"
+    return PREFIX
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key names of one namespace: RQ's keys under ``rq_prefix``, the project's under ``own_prefix``."""
 
     rq_prefix: str = RQ_KEY_PREFIX
-    own_prefix: str = PREFIX
+    own_prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.own_prefix:
+            object.__setattr__(self, "own_prefix", own_prefix_for(self.rq_prefix))
 
     @property
     def rq(self) -> str:
@@ -138,6 +153,40 @@ class Keys:
     def job_stats(self) -> str:
         """Job counters (hash, fields ``<queue>:<event>``)."""
         return self.own_prefix + "stats:jobs"
+
+    @property
+    def duration(self) -> str:
+        """Histogram of job run times (hash, fields ``<queue>:b<i>``, ``<queue>:sum``, ``<queue>:count``)."""
+        return self.own_prefix + "stats:duration"
+
+    @property
+    def wait(self) -> str:
+        """Histogram of the time jobs waited in their queue."""
+        return self.own_prefix + "stats:wait"
+
+    def finished_minute(self, minute: int) -> str:
+        """Jobs finished in one unix minute (hash queue -> count, expiring)."""
+        return f"{self.own_prefix}stats:finished:{minute}"
+
+    @property
+    def enqueue_latency(self) -> str:
+        """The producer's enqueue latency histogram."""
+        return self.own_prefix + "stats:enqueue_latency"
+
+    @property
+    def memory_samples(self) -> str:
+        """Samples of ``INFO memory`` (sorted set scored by time)."""
+        return self.own_prefix + "stats:memory"
+
+    @property
+    def memory_sampler(self) -> str:
+        """The memory sampler's turn marker (one sample per interval across processes)."""
+        return self.own_prefix + "stats:memory:sampler"
+
+    @property
+    def lock_stats(self) -> str:
+        """The distributed lock's counters (hash, fields acquired, contended, failed, ...)."""
+        return self.own_prefix + "stats:lock"
 
     @property
     def durable_marker(self) -> str:
