@@ -22,7 +22,6 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 
 from shared.rqmodel.dates import format_date
-from shared.rqmodel.internals import attach, dependency_ids, result, set_status
 from shared.rqmodel.keys import Keys
 from shared.rqmodel.restore import restore
 from shared.rqmodel.scripts import CLAIM, FINISH
@@ -81,10 +80,11 @@ def claimed_jobs(
         restore(job, dict(zip(fields[::2], fields[1::2], strict=True)))
         job.worker_name = worker_name
         job.last_heartbeat = job.started_at = started
-        set_status(job, JobStatus.STARTED)
+        # Inside the seam, RQ's private attributes directly (internals.py names them for the rest).
+        job._status = JobStatus.STARTED
         execution = Execution(exec_id, job_id, connection, worker_name=worker_name)
         execution.created_at = execution.last_heartbeat = claim.now
-        attach(execution, job)
+        execution._job = job
         jobs.append(Claimed(queue_key, job, execution, int(item[3])))
     return jobs
 
@@ -98,7 +98,7 @@ def success(job: Job, execution: Execution, worker_name: str, result_ttl: int) -
         job.id,
         execution.id,
         worker_name,
-        "1" if dependency_ids(job) else "0",  # whether a dependencies set may exist
+        "1" if job._dependency_ids else "0",  # whether a dependencies set may exist
         job.origin,
         format_date(started),
         format_date(ended),
@@ -111,7 +111,7 @@ def success(job: Job, execution: Execution, worker_name: str, result_ttl: int) -
         "worker_name",
         worker_name,
     ]
-    value = result(job)
+    value = job._result
     if value is not None:
         try:
             serialized = job.serializer.dumps(value)

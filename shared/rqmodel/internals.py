@@ -28,40 +28,6 @@ def set_result(job: Job, value: Any) -> None:
     job._result = value
 
 
-def result(job: Job) -> Any:
-    """The return value set by :func:`set_result` (or by RQ)."""
-    return job._result
-
-
-def dependency_ids(job: Job) -> list[str]:
-    """The ids of the jobs ``job`` depends on, as restored from its hash (no Redis call)."""
-    ids: list[str] = job._dependency_ids
-    return ids
-
-
-def set_dependency_ids(job: Job, ids: list[str]) -> None:
-    """Set the dependency ids a restore read from the hash."""
-    job._dependency_ids = ids
-
-
-def set_unreadable_meta(job: Job, raw: bytes | None) -> None:
-    """Keep meta that the serializer could not read, as RQ's restore does."""
-    job._unreadable_meta = raw
-
-
-def set_callback(job: Job, kind: str, name: str | None = None, timeout: int | None = None) -> None:
-    """Set a restored callback's name and/or timeout (``kind``: success, failure, stopped)."""
-    if name is not None:
-        setattr(job, f"_{kind}_callback_name", name)
-    if timeout is not None:
-        setattr(job, f"_{kind}_callback_timeout", timeout)
-
-
-def attach(execution: Execution, job: Job) -> None:
-    """Give ``execution`` its job, so that RQ does not fetch it again."""
-    execution._job = job
-
-
 def push_back(queue: Queue, job: Job, pipeline: Pipeline, at_front: bool = False) -> None:
     """Put an existing job back in ``queue`` (status queued, list push) without re-saving it all."""
     queue._enqueue_job(job, pipeline=pipeline, at_front=at_front)
