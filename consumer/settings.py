@@ -8,9 +8,11 @@ passwords and TLS options as the producer (:func:`shared.connections.rq_sentinel
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
+from shared.cluster.clients import CONNECTION_CLASS, is_tag
 from shared.connections import close_redis, get_redis, rq_redis_url, rq_sentinel_config
 from shared.connections.eviction import check_queue_policy
 from shared.constants import ALL_QUEUES
@@ -26,6 +28,27 @@ _settings = Settings.from_env()
 show_logs(("consumer", "shared"), _settings.log_level)
 
 
+def _refuse_outside_a_namespace(settings: Settings) -> None:
+    """On a Redis Cluster, exit (status 78) unless RQ will connect to one namespace's slot.
+
+    RQ builds its client from ``RQ_CONNECTION_CLASS`` and its keys from ``RQ_KEY_PREFIX``, both
+    read from the environment before this module is imported (``redis-archive worker`` sets them).
+    """
+    if not settings.cluster_nodes:
+        return
+    prefix = os.environ.get("RQ_KEY_PREFIX", "rq")
+    connection_class = os.environ.get("RQ_CONNECTION_CLASS", "redis.Redis")
+    if is_tag(prefix) and connection_class == CONNECTION_CLASS:
+        return
+    sys.stderr.write(
+        "refusing to start the worker: on a Redis Cluster a worker serves one namespace; start it with "
+        f"`redis-archive worker QUEUE`, or set RQ_KEY_PREFIX to a namespace ({{member}}, see "
+        f"`redis-archive cluster status`) and RQ_CONNECTION_CLASS={CONNECTION_CLASS} "
+        f"(now RQ_KEY_PREFIX={prefix!r}, RQ_CONNECTION_CLASS={connection_class!r})\n"
+    )
+    raise SystemExit(78)
+
+
 def _refuse_evicting_policy(settings: Settings) -> None:
     """Exit (status 78) when the queue's Redis may evict queued jobs, unless ALLOW_EVICTING_POLICY=1."""
     conn = get_redis(settings)
@@ -38,7 +61,8 @@ def _refuse_evicting_policy(settings: Settings) -> None:
         close_redis(conn)
 
 
-# rq imports this module when a worker starts: the check runs before any job is taken.
+# rq imports this module when a worker starts: the checks run before any job is taken.
+_refuse_outside_a_namespace(_settings)
 _refuse_evicting_policy(_settings)
 
 # Import the job modules once in the worker process: the default rq Worker forks a work horse per

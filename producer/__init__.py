@@ -9,6 +9,8 @@ from typing import Any
 
 from flask import Flask
 
+from shared.cluster.clients import home_keys, namespaces, slot_client
+from shared.cluster.namespaces import REGISTRY_TAG
 from shared.connections import get_cache_redis, get_redis
 from shared.connections.eviction import check_queue_policy
 from shared.db import init_db, make_engine
@@ -17,7 +19,7 @@ from shared.settings import Settings
 from .access_log import register_access_log
 from .auth import register_auth
 from .errors import register_error_handlers
-from .state import EXTENSION, ArchiveState
+from .state import EXTENSION, ArchiveState, Space
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +52,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config.from_mapping({k: v for k, v in config.items() if k.isupper()})
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    redis = get_redis(settings)
+    if settings.cluster_nodes:
+        # The home slot for the project's global figures; each namespace gets a client below.
+        redis = slot_client(settings, REGISTRY_TAG)
+    else:
+        redis = get_redis(settings)
     # Refuse to serve on a Redis that may evict queued jobs (EvictionPolicyError).
     cluster = bool(settings.cluster_nodes)
     check_queue_policy(redis, allow=settings.allow_evicting_policy, cluster=cluster)
@@ -61,7 +67,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         redis=redis,
         cache_redis=get_cache_redis(settings, redis),
         engine=engine,
+        home_keys=home_keys(settings),
     )
+    if settings.cluster_nodes:
+        for queue, spaces in namespaces(settings, redis).items():
+            for namespace in spaces:
+                client = slot_client(settings, namespace.tag)
+                check_queue_policy(client, allow=settings.allow_evicting_policy, cluster=True)
+                state.spaces.setdefault(queue, []).append(
+                    Space(namespace.keys, client, state.new_writer(client, namespace.keys))
+                )
     app.extensions[EXTENSION] = state
 
     register_error_handlers(app)

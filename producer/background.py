@@ -29,7 +29,7 @@ def stats_tick(state: ArchiveState, last_sample: float, now: float) -> float:
     if interval > 0 and now - last_sample >= interval:
         try:
             # SET NX inside: one sample per interval however many producer processes run.
-            stats.record_memory_sample(state.redis, interval, now=now)
+            stats.record_memory_sample(state.redis, interval, now=now, keys=state.home_keys)
         except RedisError as exc:
             logger.debug("memory sample skipped: %s", exc)
         return now

@@ -9,8 +9,8 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import ResponseError
-from rq.job import Job
-from rq.queue import Queue
+
+from shared.rqmodel.keys import KEYS, Keys
 
 logger = logging.getLogger(__name__)
 
@@ -31,30 +31,32 @@ class Capacity:
     basis: str
 
 
-def _sample_job_ids(conn: Redis, queues: list[str]) -> list[str]:
+def _sample_job_ids(conn: Redis, queues: list[str], keys: Keys) -> list[str]:
     ids: list[str] = []
     for name in queues:
-        raw = conn.lrange(Queue(name, connection=conn).key, 0, SAMPLE_JOBS - 1)
+        raw = conn.lrange(keys.queue(name), 0, SAMPLE_JOBS - 1)
         ids.extend(item.decode() if isinstance(item, bytes) else str(item) for item in raw)
         if len(ids) >= SAMPLE_JOBS:
             break
     if len(ids) < SAMPLE_JOBS:
         # No backlog: measure recent jobs kept in the finished registries instead.
         for name in queues:
-            queue = Queue(name, connection=conn)
-            ids.extend(queue.finished_job_registry.get_job_ids(0, SAMPLE_JOBS - 1, cleanup=False))
+            raw = conn.zrange(keys.finished(name), 0, SAMPLE_JOBS - 1)
+            ids.extend(item.decode() if isinstance(item, bytes) else str(item) for item in raw)
             if len(ids) >= SAMPLE_JOBS:
                 break
     return ids[:SAMPLE_JOBS]
 
 
-def job_capacity(conn: Redis, depths: Mapping[str, Mapping[str, int]], info: Mapping[str, Any]) -> Capacity:
+def job_capacity(
+    conn: Redis, depths: Mapping[str, Mapping[str, int]], info: Mapping[str, Any], keys: Keys = KEYS
+) -> Capacity:
     """Measure up to :data:`SAMPLE_JOBS` job hashes and divide the free memory by their mean size."""
     queues = sorted(depths, key=lambda name: -depths[name].get("queued", 0))
     sizes = []
-    for job_id in _sample_job_ids(conn, queues):
+    for job_id in _sample_job_ids(conn, queues, keys):
         try:
-            size = conn.memory_usage(Job.key_for(job_id), samples=0)
+            size = conn.memory_usage(keys.job(job_id), samples=0)
         except ResponseError as exc:
             logger.debug("MEMORY USAGE refused: %s", exc)
             break

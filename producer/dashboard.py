@@ -92,13 +92,13 @@ def _guard_dashboard() -> Response | None:
         if origin and origin.rstrip("/") != request.host_url.rstrip("/"):
             # Browsers resend basic-auth credentials cross-site; refuse other sites' forms.
             return error_response(403, "cross_origin", f"cross-origin request from {origin} refused")
-    current_app.redis_conn = get_state().redis  # type: ignore[attr-defined]
+    current_app.redis_conn = get_state().dashboard_redis  # type: ignore[attr-defined]
     return None
 
 
 def _fetch(job_id: str) -> Job:
     try:
-        return Job.fetch(job_id, connection=get_state().redis, serializer=JSONSerializer)
+        return Job.fetch(job_id, connection=get_state().dashboard_redis, serializer=JSONSerializer)
     except NoSuchJobError:
         raise NotFound(f"job {job_id!r} not found") from None
 
@@ -139,7 +139,7 @@ def requeue_one(job_id: str) -> Any:
     """Put a failed (or stopped, canceled) job back on its queue."""
     _fetch(job_id)
     try:
-        requeue_job(job_id, connection=get_state().redis, serializer=JSONSerializer)
+        requeue_job(job_id, connection=get_state().dashboard_redis, serializer=JSONSerializer)
     except InvalidJobOperation as exc:
         raise ApiError(str(exc), status=409, code="conflict") from None
     return _json({"status": "OK"})
@@ -147,7 +147,7 @@ def requeue_one(job_id: str) -> Any:
 
 def requeue_all(queue_name: str) -> Any:
     """Requeue every job of the queue's failed registry."""
-    conn = get_state().redis
+    conn = get_state().dashboard_redis
     registry = Queue(queue_name, connection=conn, serializer=JSONSerializer).failed_job_registry
     count = 0
     for job_id in registry.get_job_ids(cleanup=False):
@@ -175,7 +175,7 @@ def _registry(queue: Queue, name: str) -> BaseRegistry:
 
 def empty_queue(queue_name: str, registry_name: str) -> Any:
     """Delete every job of a queue (``queued``) or of one of its registries."""
-    queue = Queue(queue_name, connection=get_state().redis, serializer=JSONSerializer)
+    queue = Queue(queue_name, connection=get_state().dashboard_redis, serializer=JSONSerializer)
     if registry_name == "queued":
         count = queue.empty()
         return _json({"status": "OK", "count": count})
@@ -220,7 +220,7 @@ def job_info(instance_number: int, job_id: str) -> Any:
 def list_workers(instance_number: int) -> Any:
     """Workers as JSON, reading their current jobs with the JSON serializer."""
     workers = []
-    for worker in Worker.all(connection=get_state().redis, serializer=JSONSerializer):
+    for worker in Worker.all(connection=get_state().dashboard_redis, serializer=JSONSerializer):
         try:
             current = worker.get_current_job()
         except NoSuchJobError:
@@ -261,10 +261,10 @@ def init_dashboard(app: Flask) -> None:
     state = app.extensions["redis_archive"]
     rq_web.config.serializer = JSONSerializer
     app.config.setdefault("RQ_DASHBOARD_POLL_INTERVAL", 2500)
-    app.config["RQ_DASHBOARD_REDIS_URL"] = (describe(state.redis),)
+    app.config["RQ_DASHBOARD_REDIS_URL"] = (describe(state.dashboard_redis),)
     app.config["RQ_DASHBOARD_DISABLE_DELETE"] = state.settings.dashboard_read_only
     app.config["DASHBOARD_READ_ONLY"] = state.settings.dashboard_read_only
-    app.redis_conn = state.redis  # type: ignore[attr-defined]
+    app.redis_conn = state.dashboard_redis  # type: ignore[attr-defined]
     app.register_blueprint(rq_web.blueprint, url_prefix=URL_PREFIX)
     # The shipped hook opens a new client per request; ours uses the app's client.
     app.before_request_funcs[BLUEPRINT] = [_guard_dashboard]

@@ -23,7 +23,7 @@ from shared.rqmodel.dates import new_id
 from shared.settings import Settings
 
 from .exceptions import ServiceUnavailable
-from .state import ArchiveState
+from .state import ArchiveState, Space
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +60,17 @@ def write_jobs(
     name: str,
     arg_lists: Sequence[Sequence[Any]],
     ids: Sequence[str] | None = None,
+    space: Space | None = None,
 ) -> list[str]:
     """Write one job per argument list, atomically, in one round trip; returns their ids.
 
-    The script also counts the jobs as enqueued; the write's latency goes to the process's
-    pending histogram, which the stats thread (and ``/metrics``) flush to Redis.
+    The jobs go to ``space`` (one namespace), by default the queue's next one. The script also
+    counts the jobs as enqueued; the write's latency goes to the process's pending histogram,
+    which the stats thread (and ``/metrics``) flush to Redis.
     """
     started = time.perf_counter()
-    ids = state.writer.write(queue_name, func, name, arg_lists, ids)
+    writer = (space or state.route(queue_name)).writer
+    ids = writer.write(queue_name, func, name, arg_lists, ids)
     state.enqueue_latency.observe(queue_name, time.perf_counter() - started)
     return ids
 
@@ -75,8 +78,9 @@ def write_jobs(
 class _Attempt:
     """One write (a job or a bulk of jobs, all or none) across its retries."""
 
-    def __init__(self, state: ArchiveState, ids: list[str], deadline: float) -> None:
+    def __init__(self, state: ArchiveState, space: Space, ids: list[str], deadline: float) -> None:
         self.state = state
+        self.space = space
         self.ids = ids
         self.deadline = deadline
         self.written = False
@@ -89,7 +93,7 @@ class _Attempt:
         settings = self.state.settings
         try:
             # The script writes all jobs or none, so the first job's hash tells.
-            if self.unsure and self.state.writer.exists(self.ids[0]):
+            if self.unsure and self.space.writer.exists(self.ids[0]):
                 self.written = True  # the write went through although its reply was lost
             elif not self.written or self.unsure:
                 write()
@@ -101,7 +105,7 @@ class _Attempt:
             remaining_ms = int((self.deadline - time.monotonic()) * 1000)
             cap_ms = min(settings.enqueue_replica_timeout_ms, _max_wait_ms(settings))
             timeout_ms = max(1, min(cap_ms, remaining_ms))
-            present, acked = _wait_for_replicas(self.state, self.ids[0], timeout_ms)
+            present, acked = _wait_for_replicas(self.space, self.ids[0], wanted, timeout_ms)
             if not present:
                 # Written to a master that died before its replicas had it: write it again.
                 self.written = False
@@ -116,18 +120,18 @@ class _Attempt:
         return False
 
 
-def _wait_for_replicas(state: ArchiveState, job_id: str, timeout_ms: int) -> tuple[bool, int]:
+def _wait_for_replicas(space: Space, job_id: str, wanted: int, timeout_ms: int) -> tuple[bool, int]:
     """(job present on this master, replicas that acknowledged everything up to now).
 
     ``WAIT`` counts the writes of its own connection only, and a pooled client may have
     written the job on another one, so a marker write goes first on the same connection:
     a replica that has the marker has every earlier write, the job included.
     """
-    keys = state.writer.keys
-    pipe = state.redis.pipeline(transaction=False)
+    keys = space.keys
+    pipe = space.client.pipeline(transaction=False)
     pipe.exists(keys.job(job_id))
     pipe.incr(keys.durable_marker)
-    pipe.wait(state.settings.enqueue_min_replicas, timeout_ms)
+    pipe.wait(wanted, timeout_ms)
     present, _, acked = pipe.execute()
     return bool(present), int(acked)
 
@@ -137,16 +141,21 @@ def _max_wait_ms(settings: Settings) -> int:
     return max(1, int(settings.socket_timeout * 1000) - 200)
 
 
-def _withdraw(state: ArchiveState, queue_name: str, ids: Sequence[str]) -> None:
+def _withdraw(space: Space, queue_name: str, ids: Sequence[str]) -> None:
     """Best effort after a refused durable enqueue: unqueue the jobs no worker has taken yet."""
     try:
-        state.writer.withdraw(queue_name, ids)
+        space.writer.withdraw(queue_name, ids)
     except UNAVAILABLE_ERRORS as exc:
         logger.warning("could not withdraw %d refused job(s): %s", len(ids), exc)
 
 
 def write_with_retry(
-    state: ArchiveState, queue_name: str, func: str, name: str, arg_lists: Sequence[Sequence[Any]]
+    state: ArchiveState,
+    queue_name: str,
+    func: str,
+    name: str,
+    arg_lists: Sequence[Sequence[Any]],
+    routing_key: str | None = None,
 ) -> list[str]:
     """:func:`write_jobs`, retried across a failover and, if asked, confirmed on replicas.
 
@@ -154,27 +163,29 @@ def write_with_retry(
     ``ENQUEUE_RETRY_SECONDS``; then :class:`ServiceUnavailable` (503). The ids are chosen
     once, so a retry after an unanswered write checks for the jobs instead of adding second
     copies. With ``ENQUEUE_MIN_REPLICAS`` > 0 the jobs count as written only when that many
-    replicas have them.
+    replicas have them. All the jobs of one call go to one namespace of the queue (the next
+    in turn, or the one of ``routing_key``), so a bulk write is all or none.
     """
     settings = state.settings
+    space = state.route(queue_name, routing_key)
     ids = [new_id() for _ in arg_lists]
     deadline = time.monotonic() + settings.enqueue_retry_seconds
     if settings.enqueue_min_replicas <= 0:
         # The common case, without the retry machinery unless the first write fails.
         try:
-            write_jobs(state, queue_name, func, name, arg_lists, ids)
+            write_jobs(state, queue_name, func, name, arg_lists, ids, space)
             return ids
         except UNAVAILABLE_ERRORS as exc:
-            attempt = _Attempt(state, ids, deadline)
+            attempt = _Attempt(state, space, ids, deadline)
             attempt.unsure = True
             attempt.reason = f"{type(exc).__name__}: {exc}"
             first_failed = True
     else:
-        attempt = _Attempt(state, ids, deadline)
+        attempt = _Attempt(state, space, ids, deadline)
         first_failed = False
 
     def write() -> object:
-        return write_jobs(state, queue_name, func, name, arg_lists, ids)
+        return write_jobs(state, queue_name, func, name, arg_lists, ids, space)
 
     delay = RETRY_FIRST_DELAY
     tries = 1
@@ -199,7 +210,7 @@ def _refuse(state: ArchiveState, queue_name: str, attempt: _Attempt, tries: int)
     logger.error("enqueue of %s refused after %d attempts: %s", attempt.ids[0], tries, attempt.reason)
     durable = state.settings.enqueue_min_replicas > 0
     if durable and attempt.written:
-        _withdraw(state, queue_name, attempt.ids)
+        _withdraw(attempt.space, queue_name, attempt.ids)
     if durable and not attempt.unsure:
         message = f"the job could not be stored durably: {attempt.reason}"
     else:
@@ -207,9 +218,11 @@ def _refuse(state: ArchiveState, queue_name: str, attempt: _Attempt, tries: int)
     raise ServiceUnavailable(message, headers={"Retry-After": "1"})
 
 
-def enqueue(state: ArchiveState, queue_name: str, func: str, name: str, *args: Any) -> Job:
+def enqueue(
+    state: ArchiveState, queue_name: str, func: str, name: str, *args: Any, routing_key: str | None = None
+) -> Job:
     """Write a job to ``queue_name`` and return it once Redis has it (and, if asked, replicas)."""
-    [job_id] = write_with_retry(state, queue_name, func, name, [args])
+    [job_id] = write_with_retry(state, queue_name, func, name, [args], routing_key)
     logger.info("job waiting id=%s name=%s queue=%s", job_id, name, queue_name)
     # A handle on the written job (its id and queue); ``refresh()`` reads the rest. Built
     # without a serializer first: resolving one costs a Protocol isinstance check per job.
@@ -220,10 +233,15 @@ def enqueue(state: ArchiveState, queue_name: str, func: str, name: str, *args: A
 
 
 def enqueue_many(
-    state: ArchiveState, queue_name: str, func: str, name: str, arg_lists: Sequence[Sequence[Any]]
+    state: ArchiveState,
+    queue_name: str,
+    func: str,
+    name: str,
+    arg_lists: Sequence[Sequence[Any]],
+    routing_key: str | None = None,
 ) -> list[str]:
-    """Write many jobs of one kind at once (all or none); returns their ids in order."""
-    ids = write_with_retry(state, queue_name, func, name, arg_lists)
+    """Write many jobs of one kind at once (all or none, in one namespace); returns their ids in order."""
+    ids = write_with_retry(state, queue_name, func, name, arg_lists, routing_key)
     for job_id in ids:
         logger.info("job waiting id=%s name=%s queue=%s", job_id, name, queue_name)
     return ids

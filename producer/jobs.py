@@ -75,8 +75,17 @@ def job_json(job: Job) -> dict[str, Any]:
 def get_job(job_id: str) -> dict[str, Any]:
     if not JOB_ID.match(job_id):
         raise NotFound(f"job {job_id!r} not found")
-    try:
-        job = Job.fetch(job_id, connection=get_state().redis, serializer=JSONSerializer)
-    except NoSuchJobError:
-        raise NotFound(f"job {job_id!r} not found") from None
-    return job_json(job)
+    return job_json(find_job(job_id))
+
+
+def find_job(job_id: str) -> Job:
+    """The job ``job_id`` in whichever namespace holds it (one Redis read per namespace at most)."""
+    spaces = get_state().all_spaces()
+    for space in spaces:
+        if len(spaces) > 1 and not space.client.exists(space.keys.job(job_id)):
+            continue
+        try:
+            return space.job_class.fetch(job_id, connection=space.client, serializer=JSONSerializer)
+        except NoSuchJobError:
+            break
+    raise NotFound(f"job {job_id!r} not found")

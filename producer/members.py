@@ -22,6 +22,7 @@ from .schemas import (
     MemberIn,
     MemberList,
     MemberQuery,
+    RoutingQuery,
 )
 from .state import get_state
 
@@ -41,12 +42,18 @@ def _bulk_body_limit() -> None:
 @operation(
     "Enqueue createMemberJob on queue member",
     body=MemberIn,
+    query=RoutingQuery,
     responses={202: JobAccepted, 503: None},
     tags=("members",),
 )
-def enqueue_member(body: MemberIn) -> tuple[dict[str, Any], int]:
+def enqueue_member(body: MemberIn, query: RoutingQuery) -> tuple[dict[str, Any], int]:
     job = enqueue(
-        get_state(), MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, body.model_dump(mode="json")
+        get_state(),
+        MEMBER_QUEUE,
+        CREATE_MEMBER_JOB,
+        CREATE_MEMBER_JOB_NAME,
+        body.model_dump(mode="json"),
+        routing_key=query.routing_key,
     )
     return {"jobId": job.id}, 202
 
@@ -55,12 +62,17 @@ def enqueue_member(body: MemberIn) -> tuple[dict[str, Any], int]:
 @operation(
     f"Enqueue createMemberJob for up to {BULK_MAX_MEMBERS} members at once, all or none",
     body=MemberBulkIn,
+    query=RoutingQuery,
     responses={202: JobsAccepted, 503: None},
     tags=("members",),
+    description="All members of one request go to one namespace of the queue (on a Redis Cluster), "
+    "so the request is all or none.",
 )
-def enqueue_members_bulk(body: MemberBulkIn) -> tuple[dict[str, Any], int]:
+def enqueue_members_bulk(body: MemberBulkIn, query: RoutingQuery) -> tuple[dict[str, Any], int]:
     payloads = [(member_in.model_dump(mode="json"),) for member_in in body.members]
-    job_ids = enqueue_many(get_state(), MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, payloads)
+    job_ids = enqueue_many(
+        get_state(), MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, payloads, query.routing_key
+    )
     return {"jobIds": job_ids}, 202
 
 

@@ -18,7 +18,6 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from shared import stats
-from shared.constants import ENQUEUE_LATENCY_KEY, JOB_DURATION_KEY, JOB_WAIT_KEY
 
 from .openapi import TextResponse, operation
 from .state import EXTENSION, ArchiveState, get_state
@@ -34,14 +33,15 @@ JOB_EVENT_DOCS = {
     "failed": "Jobs that failed their last attempt",
     "retried": "Failed attempts that were scheduled for another attempt",
 }
+#: Histograms kept per namespace, by their key's name in :class:`shared.rqmodel.keys.Keys`.
 HISTOGRAM_DOCS = {
-    JOB_DURATION_KEY: ("archive_job_duration_seconds", "Time a job ran, from start to end (every attempt)"),
-    JOB_WAIT_KEY: ("archive_job_wait_seconds", "Time a job waited in its queue before it started"),
-    ENQUEUE_LATENCY_KEY: (
-        "archive_enqueue_latency_seconds",
-        "Time the producer took to write jobs to Redis, per write (a bulk enqueue is one)",
-    ),
+    "duration": ("archive_job_duration_seconds", "Time a job ran, from start to end (every attempt)"),
+    "wait": ("archive_job_wait_seconds", "Time a job waited in its queue before it started"),
 }
+ENQUEUE_LATENCY_DOC = (
+    "archive_enqueue_latency_seconds",
+    "Time the producer took to write jobs to Redis, per write (a bulk enqueue is one)",
+)
 MEMORY_GAUGES = {
     "used_memory": ("archive_redis_used_memory_bytes", "Redis used_memory"),
     "used_memory_peak": ("archive_redis_used_memory_peak_bytes", "Redis used_memory_peak"),
@@ -54,8 +54,9 @@ MEMORY_GAUGES = {
 class ArchiveCollector(Collector):
     """Queue depths, job counters, histograms, memory and lock figures, read on every scrape."""
 
-    def __init__(self, conn: Redis) -> None:
-        self.conn = conn
+    def __init__(self, state: ArchiveState) -> None:
+        self.state = state
+        self.conn: Redis = state.redis
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("archive_redis_up", "1 when the queue's Redis answered this scrape")
@@ -74,21 +75,27 @@ class ArchiveCollector(Collector):
         depth = GaugeMetricFamily(
             "archive_queue_jobs", "Jobs in each queue (queued) and registry", labels=["queue", "registry"]
         )
-        for queue, counts in stats.queue_depths(self.conn).items():
+        spaces = [(space.client, space.keys) for space in self.state.all_spaces()]
+        home = (self.conn, self.state.home_keys)
+        for queue, counts in stats.depths_of(spaces).items():
             for registry, count in counts.items():
                 depth.add_metric([queue, registry], count)
         yield depth
 
-        counters = stats.job_counters(self.conn)
+        counters = stats.counters_of(spaces)
         for event in stats.JOB_EVENTS:
             family = CounterMetricFamily(f"archive_jobs_{event}", JOB_EVENT_DOCS[event], labels=["queue"])
             for queue, counts in sorted(counters.items()):
                 family.add_metric([queue], counts.get(event, 0))
             yield family
 
-        for key, (name, doc) in HISTOGRAM_DOCS.items():
+        figures = {kind: stats.histograms_of(spaces, kind) for kind in HISTOGRAM_DOCS}
+        docs = dict(HISTOGRAM_DOCS)
+        figures["enqueue_latency"] = stats.histograms(self.conn, self.state.home_keys.enqueue_latency)
+        docs["enqueue_latency"] = ENQUEUE_LATENCY_DOC
+        for kind, (name, doc) in docs.items():
             histogram = HistogramMetricFamily(name, doc, labels=["queue"])
-            for queue, h in sorted(stats.histograms(self.conn, key).items()):
+            for queue, h in sorted(figures[kind].items()):
                 histogram.add_metric(
                     [queue], [(_le(bound), count) for bound, count in h.buckets], sum_value=h.total
                 )
@@ -98,7 +105,8 @@ class ArchiveCollector(Collector):
         for field, (name, doc) in MEMORY_GAUGES.items():
             yield GaugeMetricFamily(name, doc, value=float(info.get(field, 0)))
 
-        for event, count in stats.lock_stats(self.conn).items():
+        lock_spaces = [home, *(s for s in spaces if s[1] != home[1])]
+        for event, count in stats.lock_stats_of(lock_spaces).items():
             yield CounterMetricFamily(f"archive_lock_{event}", f"Distributed lock: {event}", value=count)
 
 
@@ -110,7 +118,7 @@ def init_metrics(app: Flask) -> None:
     """Give ``app`` its own collector registry and the ``/metrics`` route."""
     state: ArchiveState = app.extensions[EXTENSION]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ArchiveCollector(state.redis))
+    registry.register(ArchiveCollector(state))
     state.metrics_registry = registry
     app.register_blueprint(bp)
 

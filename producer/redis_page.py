@@ -12,7 +12,6 @@ from typing import Any
 
 from flask import Blueprint, current_app, render_template, url_for
 from markupsafe import Markup, escape
-from redis import Redis
 from redis.exceptions import RedisError
 from rq import VERSION as RQ_VERSION
 from rq_dashboard.version import VERSION as RQ_DASHBOARD_VERSION
@@ -20,10 +19,11 @@ from rq_dashboard.version import VERSION as RQ_DASHBOARD_VERSION
 from shared import stats
 from shared.connections import describe
 from shared.connections.eviction import SAFE_POLICIES
+from shared.constants import MEMBER_QUEUE
 
 from .capacity import job_capacity
 from .dashboard import check_access
-from .state import get_state
+from .state import ArchiveState, get_state
 
 logger = logging.getLogger(__name__)
 
@@ -154,15 +154,20 @@ def throughput_chart(per_minute: list[tuple[int, int]]) -> Markup:
     )
 
 
-def gather(conn: Redis, now: float | None = None) -> dict[str, Any]:
-    """Every figure the page shows, read from ``conn``."""
+def gather(state: ArchiveState, now: float | None = None) -> dict[str, Any]:
+    """Every figure the page shows: memory from the queue's Redis, queues summed over namespaces."""
     now = now or time.time()
+    conn = state.redis
+    spaces = [(space.client, space.keys) for space in state.all_spaces()]
+    home = (conn, state.home_keys)
     info = conn.info("memory")
     maxmemory = int(info.get("maxmemory", 0))
     policy = str(info.get("maxmemory_policy", "?"))
-    samples = stats.memory_samples(conn, now=now)
-    per_minute = stats.finished_per_minute(conn, 60, now=now)
-    depths = stats.queue_depths(conn)
+    samples = stats.memory_samples(conn, now=now, keys=state.home_keys)
+    per_minute = stats.finished_per_minute_of(spaces, 60, now=now)
+    depths = stats.depths_of(spaces)
+    # Job sizes are measured in the member queue's first namespace (the only one off a cluster).
+    sample = state.spaces_of(MEMBER_QUEUE)[0]
     last_hour = sum(count for _, count in per_minute)
     return {
         "memory": {
@@ -176,17 +181,40 @@ def gather(conn: Redis, now: float | None = None) -> dict[str, Any]:
         "verdict": eviction_verdict(policy, maxmemory),
         "memory_chart": memory_chart(samples, now, maxmemory),
         "samples": len(samples),
-        "capacity": job_capacity(conn, depths, info),
+        "capacity": job_capacity(sample.client, depths, info, sample.keys),
         "depths": depths,
         "registries": stats.REGISTRIES,
-        "counters": stats.job_counters(conn),
+        "counters": stats.counters_of(spaces),
+        "namespaces": namespace_rows(state),
         "events": stats.JOB_EVENTS,
         "throughput_chart": throughput_chart(per_minute),
         "finished_last_minute": per_minute[-1][1] if per_minute else 0,
         "finished_per_minute_avg": last_hour / 60,
         "finished_last_hour": last_hour,
-        "lock": stats.lock_stats(conn),
+        "lock": stats.lock_stats_of([home, *(s for s in spaces if s[1] != home[1])]),
     }
+
+
+def namespace_rows(state: ArchiveState) -> list[dict[str, Any]]:
+    """One row per namespace on a Redis Cluster (none otherwise): where it lives and what it holds."""
+    if not state.settings.cluster_nodes:
+        return []
+    rows = []
+    for queue, spaces in sorted(state.spaces.items()):
+        for space in spaces:
+            pool = space.client.connection_pool
+            depth = stats.queue_depths(space.client, [queue], keys=space.keys)[queue]
+            master = getattr(pool, "current", None)
+            rows.append(
+                {
+                    "queue": queue,
+                    "namespace": space.keys.rq_prefix,
+                    "slot": getattr(pool, "slot", None),
+                    "master": f"{master[0]}:{master[1]}" if master else "?",
+                    **depth,
+                }
+            )
+    return rows
 
 
 @bp.get("", strict_slashes=False)
@@ -194,10 +222,10 @@ def redis_page() -> Any:
     """The Redis page (HTML; not part of the JSON API)."""
     state = get_state()
     try:
-        stats.record_memory_sample(state.redis, state.settings.memory_sample_seconds)
+        stats.record_memory_sample(state.redis, state.settings.memory_sample_seconds, keys=state.home_keys)
     except RedisError as exc:
         logger.debug("memory sample skipped: %s", exc)
-    data = gather(state.redis)
+    data = gather(state)
     return (
         render_template(
             "dashboard/redis.html",

@@ -140,6 +140,20 @@ class MemberQuery(Strict):
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
 
 
+class RoutingQuery(Strict):
+    """Where a queue spread over several namespaces puts the job(s)."""
+
+    routing_key: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=200,
+            description="Jobs with the same key go to the same namespace, so one worker sees them in order; "
+            "without it, namespaces take turns. No effect when the queue has one namespace.",
+        ),
+    ] = None
+
+
 class Health(BaseModel):
     """Liveness or readiness."""
 

@@ -294,3 +294,65 @@ def memory_samples(
         except ValueError:
             logger.debug("skipping a malformed memory sample: %r", raw)
     return samples
+
+
+#: One namespace to read figures from: its client and its key names.
+Space = tuple[Redis, Keys]
+
+
+def depths_of(spaces: Sequence[Space]) -> dict[str, dict[str, int]]:
+    """:func:`queue_depths` summed over namespaces (a queue spread over a cluster counts once)."""
+    total: dict[str, dict[str, int]] = {}
+    for conn, keys in spaces:
+        for queue, counts in queue_depths(conn, keys=keys).items():
+            into = total.setdefault(queue, dict.fromkeys(REGISTRIES, 0))
+            for registry, count in counts.items():
+                into[registry] += count
+    return dict(sorted(total.items()))
+
+
+def counters_of(spaces: Sequence[Space]) -> dict[str, dict[str, int]]:
+    """:func:`job_counters` summed over namespaces."""
+    total: dict[str, dict[str, int]] = {}
+    for conn, keys in spaces:
+        for queue, counts in job_counters(conn, keys).items():
+            into = total.setdefault(queue, dict.fromkeys(JOB_EVENTS, 0))
+            for event, count in counts.items():
+                into[event] = into.get(event, 0) + count
+    return total
+
+
+def histograms_of(spaces: Sequence[Space], kind: str) -> dict[str, Histogram]:
+    """The ``duration`` or ``wait`` histograms of every queue, summed over namespaces."""
+    total: dict[str, Histogram] = {}
+    for conn, keys in spaces:
+        for queue, h in histograms(conn, getattr(keys, kind)).items():
+            before = total.get(queue)
+            if before is None:
+                total[queue] = h
+                continue
+            pairs = zip(before.buckets, h.buckets, strict=True)
+            buckets = tuple((bound, a + b) for (bound, a), (_, b) in pairs)
+            total[queue] = Histogram(buckets, before.total + h.total, before.count + h.count)
+    return total
+
+
+def finished_per_minute_of(
+    spaces: Sequence[Space], minutes: int = 60, now: float | None = None
+) -> list[tuple[int, int]]:
+    """:func:`finished_per_minute` summed over namespaces."""
+    now = now or time.time()
+    total: list[tuple[int, int]] = []
+    for conn, keys in spaces:
+        rows = finished_per_minute(conn, minutes, now=now, keys=keys)
+        total = rows if not total else [(m, a + b) for (m, a), (_, b) in zip(total, rows, strict=True)]
+    return total
+
+
+def lock_stats_of(spaces: Sequence[Space]) -> dict[str, int]:
+    """:func:`lock_stats` summed over namespaces (and the home slot)."""
+    total = dict.fromkeys(LOCK_EVENTS, 0)
+    for conn, keys in spaces:
+        for event, count in lock_stats(conn, keys).items():
+            total[event] = total.get(event, 0) + count
+    return total

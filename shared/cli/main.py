@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import click
+from redis.exceptions import RedisError
 
+from shared.cli.cluster import cluster
 from shared.cli.ha import ha
 from shared.cli.lock import lock
 from shared.cli.probe import probe
-from shared.constants import ALL_QUEUES
+from shared.constants import ALL_QUEUES, MEMBER_QUEUE
 from shared.exceptions import ArchiveError, ConfigurationError
 from shared.settings import Settings
 from shared.stack.local import Stack, monitor_argv, producer_argv, worker_argv
@@ -74,7 +81,38 @@ def _exec(argv: list[str], env: dict[str, str]) -> None:
 def serve(obj: Context, host: str, port: int, http_workers: int, threads: int) -> None:
     """Serve the producer API with granian (worker processes of threads, keep-alive connections)."""
     env = dict(os.environ, REDIS_URL=obj.settings.redis_url)
+    if obj.settings.cluster_nodes and "RQ_KEY_PREFIX" not in env:
+        # rq-dashboard shows the namespace of the producer's RQ_KEY_PREFIX: the member queue's first.
+        env["RQ_KEY_PREFIX"] = _namespaces(obj)[MEMBER_QUEUE][0].tag
     _exec(producer_argv(host, port, http_workers, threads), env)
+
+
+def _namespaces(obj: Context) -> dict[str, list[Any]]:
+    from shared.cluster.clients import namespaces
+
+    try:
+        return namespaces(obj.settings)
+    except RedisError as exc:
+        raise click.ClickException(f"the cluster did not answer: {exc}") from None
+
+
+def _supervise(children: list[tuple[list[str], dict[str, str]]]) -> None:
+    """Run several processes until one exits or a signal arrives; stop the others; exit with its status."""
+    procs = [subprocess.Popen(argv, env=env) for argv, env in children]
+    stopping: list[int] = []
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
+    while not stopping and all(proc.poll() is None for proc in procs):
+        time.sleep(0.2)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    codes = [proc.wait() for proc in procs]
+    sys.exit(next((code for code in codes if code), 0))
 
 
 @main.command()
@@ -86,19 +124,64 @@ def serve(obj: Context, host: str, port: int, http_workers: int, threads: int) -
     default=None,
     help="Dotted path of the RQ worker class (default consumer.worker.FastWorker).",
 )
+@click.option(
+    "--namespace",
+    default=None,
+    help="On a Redis Cluster: serve only this namespace (e.g. {member-2}); default: each of QUEUES'.",
+)
 @pass_context
-def worker(obj: Context, queues: tuple[str, ...], burst: bool, worker_class: str | None) -> None:
-    """Run a worker on QUEUES (default: every queue); the same as plain ``rq worker``."""
+def worker(
+    obj: Context, queues: tuple[str, ...], burst: bool, worker_class: str | None, namespace: str | None
+) -> None:
+    """Run a worker on QUEUES (default: every queue); the same as plain ``rq worker``.
+
+    On a Redis Cluster a worker process serves one namespace: one process per namespace of
+    QUEUES is started (with RQ_KEY_PREFIX and RQ_CONNECTION_CLASS set), or only ``--namespace``.
+    """
     env = dict(os.environ, REDIS_URL=obj.settings.redis_url)
-    _exec(worker_argv(queues or ALL_QUEUES, worker_class=worker_class, burst=burst), env)
+    if not obj.settings.cluster_nodes:
+        if namespace is not None:
+            raise click.ClickException("--namespace needs a Redis Cluster (REDIS_CLUSTER_NODES)")
+        _exec(worker_argv(queues or ALL_QUEUES, worker_class=worker_class, burst=burst), env)
+    from shared.cluster.clients import namespace_env
+
+    plan = _namespaces(obj)
+    unknown = [queue for queue in queues if queue not in plan]
+    if unknown:
+        raise click.ClickException(
+            f"no namespaces for queue(s) {', '.join(unknown)}: known {', '.join(plan)}"
+        )
+    chosen = [(queue, ns.tag) for queue in (queues or tuple(plan)) for ns in plan[queue]]
+    if namespace is not None:
+        chosen = [(queue, tag) for queue, tag in chosen if tag == namespace]
+        if not chosen:
+            known = ", ".join(ns.tag for spaces in plan.values() for ns in spaces)
+            raise click.ClickException(f"no namespace {namespace!r} among {known}")
+    children = [
+        (worker_argv([queue], worker_class=worker_class, burst=burst), {**env, **namespace_env(tag)})
+        for queue, tag in chosen
+    ]
+    if len(children) == 1:
+        _exec(*children[0])
+    for (_, tag), (argv, _) in zip(chosen, children, strict=True):
+        click.echo(f"worker for namespace {tag}: {' '.join(argv[1:])}", err=True)
+    _supervise(children)
 
 
 @main.command()
 @pass_context
 def monitor(obj: Context) -> None:
-    """Re-queue the jobs of workers whose heartbeat stopped (abandoned-job recovery)."""
+    """Re-queue the jobs of workers whose heartbeat stopped (abandoned-job recovery).
+
+    On a Redis Cluster one monitor process per namespace is started.
+    """
     env = dict(os.environ, REDIS_URL=obj.settings.redis_url)
-    _exec(monitor_argv(), env)
+    if not obj.settings.cluster_nodes:
+        _exec(monitor_argv(), env)
+    from shared.cluster.clients import namespace_env
+
+    tags = [ns.tag for spaces in _namespaces(obj).values() for ns in spaces]
+    _supervise([(monitor_argv(), {**env, **namespace_env(tag)}) for tag in tags])
 
 
 @main.command()
@@ -131,6 +214,7 @@ def up(obj: Context, host: str, port: int, workers: int, data_dir: Path) -> None
     sys.exit(code)
 
 
+main.add_command(cluster)
 main.add_command(ha)
 main.add_command(lock)
 main.add_command(probe)

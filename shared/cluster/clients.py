@@ -88,6 +88,15 @@ def namespaces(settings: Settings, registry: Redis | None = None) -> dict[str, l
             client.close()
 
 
+#: RQ's client class for a namespace of a cluster (``RQ_CONNECTION_CLASS``).
+CONNECTION_CLASS = "shared.cluster.clients.NamespaceRedis"
+
+
+def namespace_env(tag: str) -> dict[str, str]:
+    """What a process serving namespace ``tag`` needs in its environment (RQ reads both)."""
+    return {"RQ_KEY_PREFIX": tag, "RQ_CONNECTION_CLASS": CONNECTION_CLASS}
+
+
 class NamespaceRedis(Redis):
     """``RQ_CONNECTION_CLASS=shared.cluster.clients.NamespaceRedis``: RQ's client of one namespace.
 

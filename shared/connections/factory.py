@@ -6,7 +6,7 @@ Build one client per process and pass it around; never create clients at import 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from redis import Redis
@@ -199,9 +199,20 @@ def rq_sentinel_config(settings: Settings) -> dict[str, Any]:
 
 
 def get_cache_redis(settings: Settings, queue_redis: Redis | None = None) -> Redis:
-    """The cache API's Redis: ``CACHE_REDIS_URL`` or the queue's own client."""
+    """The cache API's Redis: ``CACHE_REDIS_URL``, the queue's own client, or the whole cluster.
+
+    On a Redis Cluster the cache's keys spread over every slot, so it uses redis-py's cluster
+    client (each key on its own master, ``MOVED`` and failovers followed by redis-py).
+    """
     if settings.cache_redis_url:
         return redis_from_url(settings.cache_redis_url, settings)
+    if settings.cluster_nodes:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        opts = {k: v for k, v in master_options(settings).items() if k not in ("connection_class", "db")}
+        opts.update(socket_timeout=settings.socket_timeout, socket_connect_timeout=settings.socket_timeout)
+        nodes = [ClusterNode(host, port) for host, port in settings.cluster_nodes]  # type: ignore[no-untyped-call]
+        return cast(Redis, RedisCluster(startup_nodes=nodes, **opts))
     return queue_redis if queue_redis is not None else get_redis(settings)
 
 

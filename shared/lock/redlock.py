@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 from shared.connections import raw
 from shared.constants import FENCE_PREFIX, LOCK_NOTIFY_PREFIX, LOCK_PREFIX, LOCK_WAIT_PREFIX
 from shared.exceptions import LockLostError, LockTimeoutError, LockUnavailableError
-from shared.lock.nodes import ACQUIRE, EXTEND, NODE_ERRORS, RAISE_FENCE, RELEASE, Node, fan_out
+from shared.lock.nodes import ACQUIRE, EXTEND, NODE_ERRORS, RAISE_FENCE, RELEASE, ClusterNode, Node, fan_out
 from shared.rqmodel.keys import KEYS, Keys
 from shared.settings import Settings
 
@@ -187,7 +187,17 @@ class Redlock:
 
     @classmethod
     def from_settings(cls, settings: Settings, stats: Redis | None = None, **options: Any) -> Redlock:
-        """The lock over ``settings.lock_urls``, counting statistics in ``stats``."""
+        """The lock over ``settings.lock_urls``, counting statistics in ``stats``.
+
+        On a Redis Cluster without ``LOCK_REDIS_URLS`` the cluster is the lock's one node,
+        each lock on the master of its name's slot.
+        """
+        if settings.cluster_nodes and not settings.lock_redis_urls:
+            from shared.cluster.clients import cluster_map
+
+            timeout = options.pop("node_timeout", DEFAULT_NODE_TIMEOUT)
+            node = ClusterNode(cluster_map(settings), timeout, settings.redis_password)
+            return cls((), stats=stats, nodes=[node], node_timeout=timeout, **options)
         return cls(settings.lock_urls, stats=stats, password=settings.redis_password, **options)
 
     def close(self) -> None:

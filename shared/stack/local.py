@@ -24,8 +24,9 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from shared.constants import ALL_QUEUES
+from shared.constants import ALL_QUEUES, MEMBER_QUEUE
 from shared.exceptions import ArchiveError
+from shared.settings import Settings
 from shared.stack import procs
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,8 @@ class Child:
     argv: list[str]
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    #: Set in this child's environment on top of the stack's.
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -195,6 +198,10 @@ class Stack:
     _stopping: bool = False
 
     def _start_redis(self) -> str | None:
+        nodes = self.env.get("REDIS_CLUSTER_NODES")
+        if nodes:
+            self.say(f"redis     Redis Cluster, seed nodes {nodes} (REDIS_CLUSTER_NODES)")
+            return None
         sentinels = self.env.get("REDIS_SENTINELS")
         if sentinels:
             master = self.env.get("REDIS_SENTINEL_MASTER") or "mymaster"
@@ -215,7 +222,7 @@ class Stack:
         return self.redis.url
 
     def _spawn(self, child: Child) -> None:
-        child.proc = procs.spawn(child.argv, env=self.env)
+        child.proc = procs.spawn(child.argv, env={**self.env, **child.env})
 
     def _dashboard_login(self) -> str:
         """Make sure the dashboard has a password (generate one when unset); describe the login."""
@@ -233,10 +240,13 @@ class Stack:
         if url is not None:
             self.env["REDIS_URL"] = url
         login = self._dashboard_login()
-        self.children = [Child("producer", producer_argv(self.host, self.port))]
-        for i in range(self.workers):
-            self.children.append(Child(f"worker-{i + 1}", worker_argv(worker_class=self.worker_class)))
-        self.children.append(Child("monitor", monitor_argv()))
+        if self.env.get("REDIS_CLUSTER_NODES"):
+            self.children = self._cluster_children()
+        else:
+            self.children = [Child("producer", producer_argv(self.host, self.port))]
+            for i in range(self.workers):
+                self.children.append(Child(f"worker-{i + 1}", worker_argv(worker_class=self.worker_class)))
+            self.children.append(Child("monitor", monitor_argv()))
         self.children.extend(self.extra_children)
         for child in self.children:
             self._spawn(child)
@@ -248,6 +258,28 @@ class Stack:
         for child in self.children[1:]:
             assert child.proc is not None
             self.say(f"{child.name:<9} pid {child.proc.pid}: {' '.join(child.argv[1:])}")
+
+    def _cluster_children(self) -> list[Child]:
+        """On a cluster: the producer, and a worker and a monitor for every namespace of every queue.
+
+        A worker process serves one namespace (RQ's key prefix is per process); ``--workers``
+        is the number of workers per namespace.
+        """
+        from shared.cluster.clients import namespace_env, namespaces
+
+        plan = namespaces(Settings.from_env(self.env))
+        first = plan[MEMBER_QUEUE][0].tag if plan.get(MEMBER_QUEUE) else None
+        # rq-dashboard in the producer shows the namespace of its RQ_KEY_PREFIX.
+        producer_env = {"RQ_KEY_PREFIX": first} if first else {}
+        children = [Child("producer", producer_argv(self.host, self.port), env=producer_env)]
+        for queue, spaces in plan.items():
+            for namespace in spaces:
+                env = namespace_env(namespace.tag)
+                for i in range(self.workers):
+                    argv = worker_argv([queue], worker_class=self.worker_class)
+                    children.append(Child(f"worker {namespace.tag}#{i + 1}", argv, env=env))
+                children.append(Child(f"monitor {namespace.tag}", monitor_argv(), env=env))
+        return children
 
     def request_stop(self, signum: int, _frame: object) -> None:
         """Signal handler: ask the run loop to stop."""

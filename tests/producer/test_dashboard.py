@@ -26,12 +26,10 @@ from producer.redis_page import eviction_verdict, human_bytes
 from shared import stats
 from shared.constants import (
     CREATE_MEMBER_JOB,
-    ENQUEUE_LATENCY_KEY,
-    LOCK_STATS_KEY,
     MEMBER_QUEUE,
-    MEMORY_SAMPLES_KEY,
 )
 from shared.db import init_db, make_engine
+from shared.rqmodel.keys import KEYS
 from shared.settings import Settings
 from shared.stack.local import Stack, procs, producer_argv, worker_argv
 from shared.stack.procs import free_port
@@ -294,7 +292,7 @@ def test_redis_page_figures(dash: FlaskClient, r: redis.Redis, settings: Setting
     work(r)
     for i in range(5):
         enqueue(r, settings, {"name": f"waiting{i}", "age": 1})
-    r.hset(LOCK_STATS_KEY, mapping={"acquired": 7, "contended": 3, "failed": 2, "released": 6, "lost": 1})
+    r.hset(KEYS.lock_stats, mapping={"acquired": 7, "contended": 3, "failed": 2, "released": 6, "lost": 1})
     old_max = r.config_get("maxmemory")["maxmemory"]
     r.config_set("maxmemory", str(64 * 1024 * 1024))
     try:
@@ -363,7 +361,7 @@ def test_memory_samples_are_taken_once_per_interval_and_capped(r: redis.Redis) -
     assert samples[0]["used_memory"] > 0 and "maxmemory" in samples[0]
     for i in range(stats.MEMORY_SAMPLES_MAX + 5):
         stats.record_memory_sample(r, 0, now=now + i * 0.001)
-    assert r.zcard(MEMORY_SAMPLES_KEY) == stats.MEMORY_SAMPLES_MAX
+    assert r.zcard(KEYS.memory_samples) == stats.MEMORY_SAMPLES_MAX
 
 
 def test_stats_tick_flushes_latencies_and_samples_memory_when_due(settings: Settings, r: redis.Redis) -> None:
@@ -376,13 +374,13 @@ def test_stats_tick_flushes_latencies_and_samples_memory_when_due(settings: Sett
         state.enqueue_latency.observe(MEMBER_QUEUE, 0.003)
         now = time.time()
         assert stats_tick(state, 0.0, now) == now
-        assert stats.histograms(r, ENQUEUE_LATENCY_KEY)[MEMBER_QUEUE].count == 1
-        assert r.zcard(MEMORY_SAMPLES_KEY) == 1
+        assert stats.histograms(r, KEYS.enqueue_latency)[MEMBER_QUEUE].count == 1
+        assert r.zcard(KEYS.memory_samples) == 1
         assert stats_tick(state, now, now + 1) == now  # not due yet
-        assert r.zcard(MEMORY_SAMPLES_KEY) == 1
+        assert r.zcard(KEYS.memory_samples) == 1
         r.delete("archive:stats:memory:sampler")
         assert stats_tick(state, now, now + 5) == now + 5
-        assert r.zcard(MEMORY_SAMPLES_KEY) == 2
+        assert r.zcard(KEYS.memory_samples) == 2
     finally:
         close_app(app)
 
@@ -394,10 +392,10 @@ def test_stats_thread_runs_until_stopped(settings: Settings, r: redis.Redis) -> 
     try:
         stop = start_stats_thread(app)
         deadline = time.monotonic() + 10
-        while not r.zcard(MEMORY_SAMPLES_KEY) and time.monotonic() < deadline:
+        while not r.zcard(KEYS.memory_samples) and time.monotonic() < deadline:
             time.sleep(0.05)
         stop.set()
-        assert r.zcard(MEMORY_SAMPLES_KEY) >= 1
+        assert r.zcard(KEYS.memory_samples) >= 1
     finally:
         close_app(app)
 
@@ -532,11 +530,11 @@ def test_server_workers_run_the_stats_thread(live: LiveStack) -> None:
     try:
         # Enqueue latencies of the 8 POSTs, flushed by the workers' threads without a scrape.
         def flushed() -> bool:
-            histogram = stats.histograms(conn, ENQUEUE_LATENCY_KEY).get(MEMBER_QUEUE)
+            histogram = stats.histograms(conn, KEYS.enqueue_latency).get(MEMBER_QUEUE)
             return histogram is not None and histogram.count == 8
 
         assert procs.wait_until(flushed, 10)
-        assert procs.wait_until(lambda: conn.zcard(MEMORY_SAMPLES_KEY) >= 2, 10)
+        assert procs.wait_until(lambda: conn.zcard(KEYS.memory_samples) >= 2, 10)
     finally:
         conn.close()
 

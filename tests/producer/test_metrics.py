@@ -18,9 +18,10 @@ from redis.retry import Retry
 
 from producer import create_app
 from shared import stats
-from shared.constants import ENQUEUE_LATENCY_KEY, LOCK_STATS_KEY, MEMBER_QUEUE
+from shared.constants import MEMBER_QUEUE
 from shared.exceptions import LockTimeoutError
 from shared.lock import Redlock
+from shared.rqmodel.keys import KEYS
 from shared.settings import Settings
 from shared.stack.local import worker_argv
 from tests.servers import close_app, private_redis_proc, run_env, start_redis
@@ -147,7 +148,7 @@ def test_memory_and_lock_figures(metrics_app: Flask, settings: Settings, r: redi
         assert lease.extend(10)
     finally:
         lock.close()
-    assert r.hget(LOCK_STATS_KEY, "acquired") == b"3"  # written by the lock itself
+    assert r.hget(KEYS.lock_stats, "acquired") == b"3"  # written by the lock itself
     old = r.config_get("maxmemory")["maxmemory"]
     r.config_set("maxmemory", str(100 * 1024 * 1024))
     try:
@@ -190,7 +191,7 @@ def test_enqueue_latencies_wait_for_redis(tmp_path: Path) -> None:
     server = start_redis(tmp_path / "flaky")
     conn = server.client(retry=Retry(NoBackoff(), 0))
     try:
-        pending = stats.PendingHistogram(ENQUEUE_LATENCY_KEY)
+        pending = stats.PendingHistogram(KEYS.enqueue_latency)
         pending.observe(MEMBER_QUEUE, 0.002)
         server.kill()
         with pytest.raises(redis.exceptions.ConnectionError):
@@ -198,7 +199,7 @@ def test_enqueue_latencies_wait_for_redis(tmp_path: Path) -> None:
         pending.observe(MEMBER_QUEUE, 0.004)
         server.restart()
         assert pending.flush(conn) == 4  # two buckets, sum, count: nothing was lost
-        histogram = stats.histograms(conn, ENQUEUE_LATENCY_KEY)[MEMBER_QUEUE]
+        histogram = stats.histograms(conn, KEYS.enqueue_latency)[MEMBER_QUEUE]
         assert histogram.count == 2
         assert histogram.total == pytest.approx(0.006)
         assert pending.flush(conn) == 0

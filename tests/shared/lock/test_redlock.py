@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.constants import FENCE_PREFIX, LOCK_PREFIX, LOCK_STATS_FIELDS, LOCK_STATS_KEY
+from shared.constants import LOCK_STATS_FIELDS
 from shared.exceptions import LockLostError, LockTimeoutError, LockUnavailableError
 from shared.lock import Lease, Redlock
+from shared.lock.redlock import lock_keys
+from shared.rqmodel.keys import KEYS
 from shared.stack.procs import free_port
 from tests.servers import RedisProc, redis_servers
 
@@ -46,7 +48,7 @@ def redlock(urls: list[str], r: redis.Redis) -> Iterator[Redlock]:
 
 
 def stats(r: redis.Redis) -> dict[str, int]:
-    raw = r.hgetall(LOCK_STATS_KEY)
+    raw = r.hgetall(KEYS.lock_stats)
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
@@ -54,8 +56,8 @@ def test_acquire_is_exclusive_and_release_frees_it(redlock: Redlock, nodes: list
     lease = redlock.acquire("a", ttl=5)
     for node in nodes:
         client = node.client()
-        assert client.get(LOCK_PREFIX + "a") == lease.token.encode()
-        assert 4000 < client.pttl(LOCK_PREFIX + "a") <= 5000
+        assert client.get(lock_keys("a")[0]) == lease.token.encode()
+        assert 4000 < client.pttl(lock_keys("a")[0]) <= 5000
         client.close()
     with pytest.raises(LockTimeoutError, match="still held"):
         redlock.acquire("a", timeout=0)
@@ -84,15 +86,15 @@ def test_fence_stays_monotonic_when_majorities_differ(
     {b, c} would get max(2, 3) = 3 without the write-back of 11 to c; with it, 12.
     """
     a, b, c = (node.client() for node in nodes)
-    a.set(FENCE_PREFIX + "m", 10)
-    b.set(FENCE_PREFIX + "m", 1)
-    c.set(FENCE_PREFIX + "m", 1)
+    a.set(lock_keys("m")[1], 10)
+    b.set(lock_keys("m")[1], 1)
+    c.set(lock_keys("m")[1], 1)
     without_b = Redlock([urls[0], dead_url, urls[2]], node_timeout=0.2)
     without_a = Redlock([dead_url, urls[1], urls[2]], node_timeout=0.2)
     try:
         first = without_b.acquire("m", timeout=0)
         assert first.fence == 11
-        assert int(c.get(FENCE_PREFIX + "m") or 0) == 11
+        assert int(c.get(lock_keys("m")[1]) or 0) == 11
         first.release()
         second = without_a.acquire("m", timeout=0)
         assert second.fence > first.fence
@@ -118,7 +120,7 @@ def test_no_quorum_is_refused_at_once_with_a_clear_error(
         lock.close()
     assert stats(r)["failed"] == 1
     client = redis.Redis.from_url(urls[2])
-    assert client.get(LOCK_PREFIX + "q") is None  # the minority grant was undone
+    assert client.get(lock_keys("q")[0]) is None  # the minority grant was undone
     client.close()
 
 
@@ -167,7 +169,7 @@ def test_watchdog_stops_and_tells_the_caller_when_the_lock_is_lost(
         with redlock.lock("x", ttl=0.3, auto_extend=True, on_lost=told.append) as lease:
             for node in nodes:  # as if the keys expired during a long stall
                 client = node.client()
-                client.delete(LOCK_PREFIX + "x")
+                client.delete(lock_keys("x")[0])
                 client.close()
             assert lease.lost_event.wait(2)
             with pytest.raises(LockLostError):

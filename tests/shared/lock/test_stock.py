@@ -22,12 +22,13 @@ from sqlalchemy import func, select
 from consumer import context
 from consumer import stock as stock_job
 from producer import create_app
-from shared.constants import DECREMENT_STOCK_JOB, GOODS_QUEUE, LOCK_STATS_KEY
+from shared.constants import DECREMENT_STOCK_JOB, GOODS_QUEUE
 from shared.db import goods_stock_change, init_db, make_engine
 from shared.exceptions import InsufficientStockError, StaleFenceError
 from shared.lock import Redlock
 from shared.lock.demo import run_load
 from shared.lock.stock import Goods, apply_decrement, create_goods, decrement_stock, get_goods
+from shared.rqmodel.keys import KEYS
 from shared.settings import Settings
 from shared.stack.local import worker_argv
 from shared.stack.procs import free_port
@@ -212,8 +213,8 @@ def test_patch_decrements_under_the_lock(api: FlaskClient, r: redis.Redis) -> No
     assert response.get_json()["stock"] == 3
     assert response.get_json()["fence_token"] >= 1
     assert api.get(f"/goods/{goods_id}").get_json()["stock"] == 3
-    assert int(r.hget(LOCK_STATS_KEY, "acquired") or 0) == 1
-    assert int(r.hget(LOCK_STATS_KEY, "released") or 0) == 1
+    assert int(r.hget(KEYS.lock_stats, "acquired") or 0) == 1
+    assert int(r.hget(KEYS.lock_stats, "released") or 0) == 1
 
 
 def test_patch_insufficient_is_409_and_changes_nothing(api: FlaskClient) -> None:
@@ -310,7 +311,7 @@ def test_queued_decrement_runs_under_the_lock_once_per_job(
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(goods_stock_change)).scalar_one() == 1
     engine.dispose()
-    assert int(r.hget(LOCK_STATS_KEY, "acquired") or 0) == 2
+    assert int(r.hget(KEYS.lock_stats, "acquired") or 0) == 2
 
 
 def test_queued_decrement_beyond_the_stock_is_not_applied(
@@ -351,4 +352,4 @@ def test_real_workers_contend_for_the_same_lock(
     results = [queue.fetch_job(job_id) for job_id in queue.finished_job_registry.get_job_ids()]
     applied = [job.return_value()["applied"] for job in results if job is not None]  # type: ignore[index]
     assert sorted(applied) == [False] * 10 + [True] * 30
-    assert int(r.hget(LOCK_STATS_KEY, "acquired") or 0) == 40
+    assert int(r.hget(KEYS.lock_stats, "acquired") or 0) == 40

@@ -1,0 +1,104 @@
+"""``redis-archive cluster``: a local Redis Cluster to try the queue on, and where the namespaces live."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+from redis.exceptions import RedisError
+
+from shared.exceptions import ArchiveError
+from shared.stack.cluster import LocalCluster
+from shared.stack.local import find_redis_server
+
+
+@click.group()
+def cluster() -> None:
+    """Redis Cluster: a local cluster, and the queue's namespaces on it."""
+
+
+@cluster.command()
+@click.option("--masters", default=3, show_default=True, type=click.IntRange(3, 9))
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(0, 3), help="Per master.")
+@click.option("--node-timeout-ms", default=1000, show_default=True, type=click.IntRange(100, 600_000))
+@click.option(
+    "--data-dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the nodes keep config, append-only files and logs (default: a temporary directory).",
+)
+def up(masters: int, replicas: int, node_timeout_ms: int, data_dir: Path | None) -> None:
+    """Run a local cluster in the foreground, print the environment to use it, stop on Ctrl-C."""
+    found = find_redis_server()
+    if found is None:
+        raise click.ClickException("no redis-server binary: put one on PATH")
+    with tempfile.TemporaryDirectory(prefix="redis-archive-cluster-") as tmp:
+        local = LocalCluster(
+            found[0],
+            data_dir or Path(tmp),
+            masters=masters,
+            replicas=replicas,
+            node_timeout_ms=node_timeout_ms,
+        )
+        stopping: list[int] = []
+
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            stopping.append(signum)
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            try:
+                local.start()
+            except ArchiveError as exc:
+                raise click.ClickException(f"{exc} (logs in {local.directory})") from None
+            for node in local.nodes:
+                pid = node.proc.pid if node.proc is not None else "?"
+                role = local.client(node).info("replication").get("role")
+                click.echo(f"{node.name:<8} 127.0.0.1:{node.port}  {role:<6}  pid {pid}")
+            click.echo(f"logs in {local.directory}")
+            click.echo("use it with:")
+            for name, value in local.env.items():
+                click.echo(f"export {name}={value}")
+            click.echo("export QUEUE_NAMESPACES=member=3")
+            click.echo("ready; Ctrl-C stops everything")
+            sys.stdout.flush()
+            while not stopping:
+                time.sleep(0.25)
+        finally:
+            click.echo("stopping")
+            local.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    click.echo("stopped")
+
+
+@cluster.command()
+@click.pass_obj
+def status(obj: object) -> None:
+    """The masters and their slots, and where each queue's namespaces live (needs REDIS_CLUSTER_NODES)."""
+    from shared.cluster.clients import cluster_map, namespaces
+
+    settings = getattr(obj, "settings", None)
+    if settings is None or not settings.cluster_nodes:
+        raise click.ClickException("REDIS_CLUSTER_NODES is not set")
+    try:
+        slots = cluster_map(settings)
+        slots.invalidate()
+        for (host, port), ranges, copies in slots.masters():
+            spans = ", ".join(f"{start}-{end}" for start, end in ranges)
+            replicas = ", ".join(f"{h}:{p}" for h, p in copies) or "none"
+            click.echo(f"master  {host}:{port}  slots {spans}  replicas {replicas}")
+        for queue, spaces in namespaces(settings).items():
+            for namespace in spaces:
+                host, port = slots.owner(namespace.slot)
+                click.echo(
+                    f"queue {queue:<8} namespace {namespace.tag:<14} slot {namespace.slot:>5}"
+                    f"  on {host}:{port}"
+                )
+    except RedisError as exc:
+        raise click.ClickException(f"the cluster did not answer: {exc}") from None
