@@ -8,6 +8,7 @@ cluster tests and ``bench/cluster.py`` use it too. The nodes are joined by
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,11 +27,21 @@ from shared.stack.sentinel import Node
 MAX_PORT = 55535
 
 
-def _free_port() -> int:
+def _free_port(taken: set[int]) -> int:
+    """A free port whose cluster bus port (+10000) is free too, not among ``taken``."""
     while True:
         port = procs.free_port()
-        if port <= MAX_PORT:
+        if port <= MAX_PORT and port not in taken and port + 10000 not in taken and _bindable(port + 10000):
             return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass
@@ -77,8 +88,10 @@ class LocalCluster:
         if cli is None:
             raise ArchiveError("redis-cli is needed to create a cluster (it comes with redis-server)")
         self.directory = self.directory.resolve()
+        taken: set[int] = set()
         for i in range(self.masters * (1 + self.replicas)):
-            port = _free_port()
+            port = _free_port(taken)
+            taken.update((port, port + 10000))
             directory = self.directory / f"node-{port}"
             node = Node(f"node-{i + 1}", port, directory, self._argv(port, directory))
             node.start()
@@ -86,7 +99,9 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         ports = [node.port for node in self.nodes]
         if not procs.wait_until(lambda: all(procs.port_open("127.0.0.1", p) for p in ports), timeout):
-            raise ArchiveError(f"cluster nodes on ports {ports} did not all start")
+            dead = [node for node in self.nodes if not procs.port_open("127.0.0.1", node.port)]
+            tails = "; ".join(f"{n.port}: {_tail(n.directory / 'redis.log')}" for n in dead)
+            raise ArchiveError(f"cluster nodes did not start: {tails}")
         create = [cli, "--cluster", "create", *(f"{h}:{p}" for h, p in self.seeds)]
         create += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         out = subprocess.run(create, capture_output=True, text=True, timeout=timeout)
@@ -156,6 +171,13 @@ class LocalCluster:
         """Stop every node."""
         for node in self.nodes:
             node.stop()
+
+
+def _tail(path: Path) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-3:])
+    except OSError:
+        return "(no log)"
 
 
 @contextmanager

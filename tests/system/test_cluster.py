@@ -28,7 +28,7 @@ from shared.lock import Redlock
 from shared.lock.redlock import lock_keys
 from shared.settings import Settings
 from shared.stack.cluster import LocalCluster
-from shared.stack.local import producer_argv, worker_argv
+from shared.stack.local import producer_argv
 from shared.stack.procs import free_port, port_open, wait_until
 from tests.servers import close_app, kill_all, run_env
 
@@ -90,14 +90,15 @@ def start_stack(local: LocalCluster, directory: Path, worker: str, **extra: str)
     settings = Settings.from_env(env)
     plan = namespaces(settings)
     stack.start(producer_argv("127.0.0.1", port, workers=1), "producer", RQ_KEY_PREFIX=plan["member"][0].tag)
-    for namespace in plan["member"]:
-        if worker == "fast":
-            argv = worker_argv(["member"], worker_class="consumer.worker.FastWorker")
-        else:
-            # Plain `rq worker` with RQ's in-process SimpleWorker (its forking Worker passes too, at a
-            # fork per job: 100 s for these 2,000 jobs on two cores).
+    if worker == "fast":
+        # One command starts a FastWorker process per namespace of the queue.
+        stack.start([sys.executable, "-m", "shared.cli", "worker", "member"], "workers")
+    else:
+        # Plain `rq worker` with RQ's in-process SimpleWorker, one per namespace (RQ's forking
+        # Worker passes too, at a fork per job: 100 s for these 2,000 jobs on two cores).
+        for namespace in plan["member"]:
             argv = [*RQ, "-w", "rq.worker.SimpleWorker", "member"]
-        stack.start(argv, f"worker-{namespace.tag}", **namespace_env(namespace.tag))
+            stack.start(argv, f"worker-{namespace.tag}", **namespace_env(namespace.tag))
     assert wait_until(lambda: port_open("127.0.0.1", port), 30), stack.logs()
     return stack
 
@@ -335,3 +336,44 @@ def test_lock_and_cache_on_the_cluster(cluster: LocalCluster) -> None:
         assert len(holders) >= 2, "cache keys spread over the masters"
     finally:
         close_app(app)
+
+
+def test_up_runs_a_worker_and_a_monitor_for_every_namespace(cluster: LocalCluster, tmp_path: Path) -> None:
+    port = free_port()
+    env = run_env(
+        **cluster.env,
+        QUEUE_NAMESPACES="member=2",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'up.db'}",
+        DASHBOARD_PASSWORD="x",
+        MEMORY_SAMPLE_SECONDS="0",
+    )
+    log_path = tmp_path / "up.log"
+    with open(log_path, "wb") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "up", "--port", str(port), "--workers", "1"],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        assert wait_until(lambda: "ready" in log_path.read_text(), 60), log_path.read_text()
+        out = log_path.read_text()
+        assert "Redis Cluster, seed nodes" in out
+        tags = [ns.tag for ns in namespaces(Settings.from_env(env))["member"]]
+        assert len(tags) == 2 and all(f"worker {tag}#1" in out and f"monitor {tag}" in out for tag in tags), (
+            out
+        )
+        ids = [
+            requests.post(f"http://127.0.0.1:{port}/queue/members", json={"name": f"u{i}", "age": 1}).json()[
+                "jobId"
+            ]
+            for i in range(6)
+        ]
+        assert wait_until(lambda: set(ids) <= set(rows(f"sqlite:///{tmp_path / 'up.db'}")), 60), (
+            log_path.read_text()
+        )
+        page = requests.get(f"http://127.0.0.1:{port}/dashboard/redis", auth=("admin", "x"), timeout=10).text
+        assert all(f'data-namespace="{tag}"' in page for tag in tags)
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(60) == 0, log_path.read_text()
