@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import FrameType
 
 import click
 from redis.exceptions import RedisError
 
+from shared.cli.foreground import until_stopped
 from shared.exceptions import ArchiveError
 from shared.stack.cluster import LocalCluster
 from shared.stack.local import find_redis_server
@@ -45,35 +44,28 @@ def up(masters: int, replicas: int, node_timeout_ms: int, data_dir: Path | None)
             replicas=replicas,
             node_timeout_ms=node_timeout_ms,
         )
-        stopping: list[int] = []
-
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            stopping.append(signum)
-
-        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with until_stopped() as stopping:
             try:
-                local.start()
-            except ArchiveError as exc:
-                raise click.ClickException(f"{exc} (logs in {local.directory})") from None
-            for node in local.nodes:
-                pid = node.proc.pid if node.proc is not None else "?"
-                role = local.client(node).info("replication").get("role")
-                click.echo(f"{node.name:<8} 127.0.0.1:{node.port}  {role:<6}  pid {pid}")
-            click.echo(f"logs in {local.directory}")
-            click.echo("use it with:")
-            for name, value in local.env.items():
-                click.echo(f"export {name}={value}")
-            click.echo("export QUEUE_NAMESPACES=member=3")
-            click.echo("ready; Ctrl-C stops everything")
-            sys.stdout.flush()
-            while not stopping:
-                time.sleep(0.25)
-        finally:
-            click.echo("stopping")
-            local.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                try:
+                    local.start()
+                except ArchiveError as exc:
+                    raise click.ClickException(f"{exc} (logs in {local.directory})") from None
+                for node in local.nodes:
+                    pid = node.proc.pid if node.proc is not None else "?"
+                    role = local.client(node).info("replication").get("role")
+                    click.echo(f"{node.name:<8} 127.0.0.1:{node.port}  {role:<6}  pid {pid}")
+                click.echo(f"logs in {local.directory}")
+                click.echo("use it with:")
+                for name, value in local.env.items():
+                    click.echo(f"export {name}={value}")
+                click.echo("export QUEUE_NAMESPACES=member=3")
+                click.echo("ready; Ctrl-C stops everything")
+                sys.stdout.flush()
+                while not stopping:
+                    time.sleep(0.25)
+            finally:
+                click.echo("stopping")
+                local.stop()
     click.echo("stopped")
 
 

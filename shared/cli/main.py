@@ -9,13 +9,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 from redis.exceptions import RedisError
 
 from shared.cli.cluster import cluster
+from shared.cli.foreground import until_stopped
 from shared.cli.ha import ha
 from shared.cli.lock import lock
 from shared.cli.probe import probe
@@ -99,19 +99,13 @@ def _namespaces(obj: Context) -> dict[str, list[Any]]:
 def _supervise(children: list[tuple[list[str], dict[str, str]]]) -> None:
     """Run several processes until one exits or a signal arrives; stop the others; exit with its status."""
     procs = [subprocess.Popen(argv, env=env) for argv, env in children]
-    stopping: list[int] = []
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        stopping.append(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, request_stop)
-    while not stopping and all(proc.poll() is None for proc in procs):
-        time.sleep(0.2)
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    codes = [proc.wait() for proc in procs]
+    with until_stopped() as stopping:
+        while not stopping and all(proc.poll() is None for proc in procs):
+            time.sleep(0.2)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait() for proc in procs]
     sys.exit(next((code for code in codes if code), 0))
 
 
