@@ -1,0 +1,123 @@
+"""Each test in a process of its own: fork, run the test's whole protocol there, send back its reports.
+
+What pytest-forked does, written for this suite because its 1.7 cannot send pytest 9.2's
+reports back (``marshal`` fails on the reports' ``NodeId``), and because the suite needs a
+time limit that works while tests use ``SIGALRM`` themselves. Here the reports travel as JSON
+through pytest's own ``pytest_report_to_serializable`` hooks (as xdist sends them), and a test
+that runs too long gets its stacks dumped by :mod:`faulthandler` and is killed.
+
+A test that kills the process it runs in (RQ's tests that SIGKILL "the horse", which for an
+in-process worker is the test process itself) fails with the way it died and its last output.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+from _pytest.runner import runtestprotocol
+
+logger = logging.getLogger(__name__)
+
+#: Seconds past the limit before the parent kills a test process whose stack dump did not end it.
+_GRACE = 15.0
+#: Lines of a dead test process's output kept in its report.
+_TAIL_LINES = 40
+#: The exit status of a test process whose protocol raised (an internal error, not a test failure).
+_EXIT_INTERNAL = 3
+
+
+def _child(item: pytest.Item, reports_path: Path, output_path: Path, timeout: float) -> NoReturn:
+    """In the forked process: run ``item``, write its reports as JSON, exit without cleanup."""
+    status = 0
+    try:
+        # Output outside pytest's capture (and a dump on timeout) goes to a file that outlives us.
+        output = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        # faulthandler writes to this file's descriptor: pytest's capture moves 1 and 2 meanwhile.
+        dump = open(output_path, "a")  # noqa: SIM115 - open until os._exit
+        faulthandler.dump_traceback_later(timeout, exit=True, file=dump)
+        reports = runtestprotocol(item, log=False, nextitem=None)
+        faulthandler.cancel_dump_traceback_later()
+        config = item.config
+        payload = [config.hook.pytest_report_to_serializable(config=config, report=r) for r in reports]
+        reports_path.write_text(json.dumps(payload))
+    except BaseException:
+        traceback.print_exc()
+        status = _EXIT_INTERNAL
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(status)
+
+
+def _wait(pid: int, limit: float) -> tuple[int, bool]:
+    """Wait for ``pid``; its wait status, and whether it had to be killed after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status, False
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            return os.waitpid(pid, 0)[1], True
+        time.sleep(0.01)
+
+
+def _death(status: int, killed: bool, timeout: float) -> str:
+    """How a test process that sent no reports ended."""
+    if killed:
+        return f"test process still running {timeout + _GRACE:.0f}s after its start; killed"
+    if os.WIFSIGNALED(status):
+        return f"test process killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    code = os.waitstatus_to_exitcode(status)
+    if code == 1:
+        return f"test process exited with status 1 (a timeout after {timeout:.0f}s dumps stacks, then exits 1)"
+    return f"test process exited with status {code}"
+
+
+def run_forked(item: pytest.Item, timeout: float) -> list[pytest.TestReport]:
+    """Run ``item``'s setup, call and teardown in a child process; its reports."""
+    config = item.config
+    with tempfile.TemporaryDirectory(prefix="rq-suite-test-") as directory:
+        reports_path = Path(directory, "reports.json")
+        output_path = Path(directory, "output")
+        started = time.time()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _child(item, reports_path, output_path, timeout)
+        status, killed = _wait(pid, timeout + _GRACE)
+        if reports_path.exists():
+            payload = json.loads(reports_path.read_text())
+            return [config.hook.pytest_report_from_serializable(config=config, data=data) for data in payload]
+        output = output_path.read_text(errors="replace") if output_path.exists() else ""
+    tail = "\n".join(output.splitlines()[-_TAIL_LINES:])
+    longrepr = _death(status, killed, timeout) + ("\n" + tail if tail else "")
+    stopped = time.time()
+    crash = pytest.TestReport(
+        item.nodeid,
+        item.location,
+        {name: 1 for name in item.keywords},
+        "failed",
+        longrepr,
+        "call",
+        duration=stopped - started,
+        start=started,
+        stop=stopped,
+    )
+    return [crash]

@@ -1,0 +1,183 @@
+"""pytest plugin of an RQ suite run: ``pytest -p rq_suite.plugin --rq-suite-report=PATH``.
+
+- refuses to run when :mod:`.patches` did not redirect RQ's default Redis (the process would
+  talk to ``localhost:6379``);
+- with ``--rq-suite-fork``, runs each test in a forked process with a time limit (:mod:`.forked`);
+- notes in each test's teardown report which worker classes the test used (:data:`.patches.USAGE`);
+- kills the processes a test left behind: in the forked test process after the test, and, for a
+  test process that died (a test that kills "the horse" kills an in-process worker's test
+  process), in its parent, which adopts orphans as a Linux child subreaper;
+- writes one JSON object for the runner: test id -> outcome, a short reason, the usage record.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from . import patches
+from .forked import run_forked
+
+logger = logging.getLogger(__name__)
+
+#: The ``user_properties`` key of the usage record in a test's teardown report.
+USAGE_PROPERTY = "rq_suite_usage"
+#: ``prctl(PR_SET_CHILD_SUBREAPER, 1)``: orphaned descendants are re-parented to this process.
+_PR_SET_CHILD_SUBREAPER = 36
+#: Seconds a left-over process gets to exit after SIGKILL before it is reported.
+_REAP_WAIT = 5.0
+_REASON_CHARS = 300
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--rq-suite-report``, ``--rq-suite-fork`` and ``--rq-suite-timeout``."""
+    parser.addoption("--rq-suite-report", default=None, help="write per-test outcomes to this JSON file")
+    parser.addoption("--rq-suite-fork", action="store_true", help="run each test in a forked process")
+    parser.addoption(
+        "--rq-suite-timeout", type=float, default=180.0, help="seconds a forked test may run (stacks dumped)"
+    )
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to run unredirected; adopt orphans; start collecting outcomes in the controller."""
+    if not patches.REDIRECTED:
+        raise pytest.UsageError(
+            f"rq_suite.plugin: Redis is not redirected ({patches.PORTS_ENV} unset or sitecustomize "
+            "not loaded); run the suite through `python -m tests.rq_suite.run`"
+        )
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            logger.warning("rq_suite.plugin: could not become a child subreaper")
+    report = config.getoption("--rq-suite-report")
+    if report and not _is_xdist_worker(config):
+        config.pluginmanager.register(OutcomeRecorder(Path(report), patches.WORKER_KIND or "?"), "rq-suite-outcomes")
+
+
+def kill_descendants(process: psutil.Process) -> list[str]:
+    """SIGKILL every descendant of ``process`` and wait for them; their command lines."""
+    try:
+        children = process.children(recursive=True)
+    except psutil.Error:
+        return []
+    killed = []
+    for child in children:
+        try:
+            killed.append(" ".join(child.cmdline()[:4]) or child.name())
+            child.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(children, timeout=_REAP_WAIT)
+    return killed
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Start the usage record of this test afresh."""
+    patches.USAGE.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Attach the usage record to the teardown report; kill what the test left running."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when == "teardown":
+        report.user_properties.append((USAGE_PROPERTY, patches.USAGE.as_dict()))
+        left = kill_descendants(psutil.Process())
+        if left:
+            logger.info("rq_suite.plugin: %s left %d process(es) running: %s", item.nodeid, len(left), left)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """With ``--rq-suite-fork``: the test's setup, call and teardown run in a child process."""
+    config = item.config
+    if not config.getoption("--rq-suite-fork"):
+        return None
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for report in run_forked(item, config.getoption("--rq-suite-timeout")):
+        item.ihook.pytest_runtest_logreport(report=report)
+    # A test process that died left its children to this process (a subreaper).
+    left = kill_descendants(psutil.Process())
+    if left:
+        logger.info("rq_suite.plugin: reaped %d orphan(s) of %s: %s", len(left), item.nodeid, left)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
+def _reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """One line that says why a test did not pass: the exception line, or the skip reason."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        text = str(longrepr[2])
+    elif isinstance(longrepr, str):
+        # A test process that died (:mod:`.forked`): how it ended, then its last output.
+        text = longrepr.splitlines()[0] if longrepr else ""
+    else:
+        lines = [line for line in report.longreprtext.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("E ")]
+        text = (errors[0][1:] if errors else lines[-1] if lines else "").strip()
+    return text[:_REASON_CHARS]
+
+
+class OutcomeRecorder:
+    """Collects each test's outcome in the controller process and writes them at the end."""
+
+    def __init__(self, path: Path, worker_kind: str) -> None:
+        self.path = path
+        self.worker_kind = worker_kind
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def _entry(self, nodeid: str) -> dict[str, Any]:
+        return self.results.setdefault(nodeid, {"outcome": None, "reason": "", "usage": {}, "duration": 0.0})
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Fold a setup, call or teardown report (or pytest-forked's crash report) into the outcome."""
+        entry = self._entry(report.nodeid)
+        entry["duration"] += report.duration
+        for key, value in report.user_properties:
+            if key == USAGE_PROPERTY:
+                entry["usage"] = value
+        if report.when == "setup":
+            if report.failed:
+                entry["outcome"], entry["reason"] = "error", _reason(report)
+            elif report.skipped:
+                entry["outcome"], entry["reason"] = "skipped", _reason(report)
+        elif report.when == "call":
+            if report.passed:
+                entry["outcome"] = "passed"
+            elif report.skipped:
+                entry["outcome"], entry["reason"] = "skipped", _reason(report)
+            else:
+                entry["outcome"], entry["reason"] = "failed", _reason(report)
+        elif report.when == "teardown":
+            if report.failed and entry["outcome"] in (None, "passed"):
+                entry["outcome"], entry["reason"] = "error", "teardown: " + _reason(report)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """A module that does not import counts as one error."""
+        if report.failed:
+            entry = self._entry(report.nodeid)
+            entry["outcome"], entry["reason"] = "error", "collection: " + _reason(report)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Write the outcomes (tests with no report at all count as errors)."""
+        for entry in self.results.values():
+            if entry["outcome"] is None:
+                entry["outcome"], entry["reason"] = "error", "no outcome reported"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"worker": self.worker_kind, "tests": self.results}
+        self.path.write_text(json.dumps(payload, indent=1, sort_keys=True))
