@@ -8,10 +8,17 @@ that runs too long gets its stacks dumped by :mod:`faulthandler` and is killed.
 
 A test that kills the process it runs in (RQ's tests that SIGKILL "the horse", which for an
 in-process worker is the test process itself) fails with the way it died and its last output.
+The test process leads a process group of its own; what it started and left running when it
+died is killed with that group.
+
+The process that forks the tests is a child subreaper (Linux): a process orphaned under a test
+(the children of a killed work horse) becomes its child, and it reaps it at once, as RQ's tests
+expect (``psutil.pid_exists`` must turn false). The init of a container need not reap that fast.
 """
 
 from __future__ import annotations
 
+import ctypes
 import faulthandler
 import json
 import logging
@@ -35,12 +42,24 @@ _GRACE = 15.0
 _TAIL_LINES = 40
 #: The exit status of a test process whose protocol raised (an internal error, not a test failure).
 _EXIT_INTERNAL = 3
+#: ``prctl(PR_SET_CHILD_SUBREAPER, 1)``.
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> None:
+    """Adopt the orphans of the test processes this process forks (see the module's docstring)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        logger.warning("rq_suite.forked: could not become a child subreaper (errno %d)", ctypes.get_errno())
 
 
 def _child(item: pytest.Item, reports_path: Path, output_path: Path, timeout: float) -> NoReturn:
     """In the forked process: run ``item``, write its reports as JSON, exit without cleanup."""
     status = 0
     try:
+        os.setpgid(0, 0)
         # Output outside pytest's capture (and a dump on timeout) goes to a file that outlives us.
         output = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         os.dup2(output, 1)
@@ -65,16 +84,32 @@ def _child(item: pytest.Item, reports_path: Path, output_path: Path, timeout: fl
 
 
 def _wait(pid: int, limit: float) -> tuple[int, bool]:
-    """Wait for ``pid``; its wait status, and whether it had to be killed after ``limit`` seconds."""
+    """Wait for ``pid``, reaping adopted orphans meanwhile.
+
+    Its wait status, and whether it had to be killed after ``limit`` seconds.
+    """
     deadline = time.monotonic() + limit
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status, False
+        # Which child ended, without reaping it yet: the test process, or an adopted orphan.
+        ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        if ended is not None:
+            status = os.waitpid(ended.si_pid, 0)[1]
+            if ended.si_pid == pid:
+                return status, False
+            continue
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             return os.waitpid(pid, 0)[1], True
         time.sleep(0.01)
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of a finished test process's group (what a dead test process started)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
+    logger.info("rq_suite.forked: killed the processes left in group %d", pgid)
 
 
 def _death(status: int, killed: bool, timeout: float) -> str:
@@ -101,7 +136,12 @@ def run_forked(item: pytest.Item, timeout: float) -> list[pytest.TestReport]:
         pid = os.fork()
         if pid == 0:
             _child(item, reports_path, output_path, timeout)
+        try:
+            os.setpgid(pid, pid)  # also here: no race with the killpg below
+        except OSError:
+            pass  # the child has done it, or already exited
         status, killed = _wait(pid, timeout + _GRACE)
+        _kill_group(pid)
         if reports_path.exists():
             payload = json.loads(reports_path.read_text())
             return [config.hook.pytest_report_from_serializable(config=config, data=data) for data in payload]

@@ -4,18 +4,15 @@
   talk to ``localhost:6379``);
 - with ``--rq-suite-fork``, runs each test in a forked process with a time limit (:mod:`.forked`);
 - notes in each test's teardown report which worker classes the test used (:data:`.patches.USAGE`);
-- kills the processes a test left behind: in the forked test process after the test, and, for a
-  test process that died (a test that kills "the horse" kills an in-process worker's test
-  process), in its parent, which adopts orphans as a Linux child subreaper;
+- kills the processes a test left behind, in the test process after its teardown (the processes
+  of a test process that died are killed with its process group, :mod:`.forked`);
 - writes one JSON object for the runner: test id -> outcome, a short reason, the usage record.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,14 +21,12 @@ import psutil
 import pytest
 
 from . import patches
-from .forked import run_forked
+from .forked import become_subreaper, run_forked
 
 logger = logging.getLogger(__name__)
 
 #: The ``user_properties`` key of the usage record in a test's teardown report.
 USAGE_PROPERTY = "rq_suite_usage"
-#: ``prctl(PR_SET_CHILD_SUBREAPER, 1)``: orphaned descendants are re-parented to this process.
-_PR_SET_CHILD_SUBREAPER = 36
 #: Seconds a left-over process gets to exit after SIGKILL before it is reported.
 _REAP_WAIT = 5.0
 _REASON_CHARS = 300
@@ -51,16 +46,14 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Refuse to run unredirected; adopt orphans; start collecting outcomes in the controller."""
+    """Refuse to run unredirected; start collecting outcomes in the controller."""
     if not patches.REDIRECTED:
         raise pytest.UsageError(
             f"rq_suite.plugin: Redis is not redirected ({patches.PORTS_ENV} unset or sitecustomize "
             "not loaded); run the suite through `python -m tests.rq_suite.run`"
         )
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-            logger.warning("rq_suite.plugin: could not become a child subreaper")
+    if config.getoption("--rq-suite-fork"):
+        become_subreaper()
     report = config.getoption("--rq-suite-report")
     if report and not _is_xdist_worker(config):
         config.pluginmanager.register(OutcomeRecorder(Path(report), patches.WORKER_KIND or "?"), "rq-suite-outcomes")
@@ -110,10 +103,6 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     for report in run_forked(item, config.getoption("--rq-suite-timeout")):
         item.ihook.pytest_runtest_logreport(report=report)
-    # A test process that died left its children to this process (a subreaper).
-    left = kill_descendants(psutil.Process())
-    if left:
-        logger.info("rq_suite.plugin: reaped %d orphan(s) of %s: %s", len(left), item.nodeid, left)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
 
@@ -145,12 +134,20 @@ class OutcomeRecorder:
         return self.results.setdefault(nodeid, {"outcome": None, "reason": "", "usage": {}, "duration": 0.0})
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Fold a setup, call or teardown report (or pytest-forked's crash report) into the outcome."""
+        """Fold a setup, call, teardown or subtest report (or a dead test process's) into the outcome."""
         entry = self._entry(report.nodeid)
         entry["duration"] += report.duration
         for key, value in report.user_properties:
             if key == USAGE_PROPERTY:
                 entry["usage"] = value
+        if hasattr(report, "context"):
+            # A unittest subTest's report: a failed one fails the test, whatever the call says.
+            if report.failed:
+                entry["outcome"], entry["reason"] = "failed", "subtest: " + _reason(report)
+                entry["subtest_failed"] = True
+            return
+        if entry.get("subtest_failed"):
+            return
         if report.when == "setup":
             if report.failed:
                 entry["outcome"], entry["reason"] = "error", _reason(report)
