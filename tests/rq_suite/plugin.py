@@ -3,6 +3,8 @@
 - refuses to run when :mod:`.patches` did not redirect RQ's default Redis (the process would
   talk to ``localhost:6379``);
 - with ``--rq-suite-fork``, runs each test in a forked process with a time limit (:mod:`.forked`);
+- runs the tests that write fixed paths under ``/tmp`` (RQ's sentinel files and sandboxes) one
+  at a time across both runs and all xdist workers, holding the lock file that the runner names;
 - notes in each test's teardown report which worker classes the test used (:data:`.patches.USAGE`);
 - kills the processes a test left behind, in the test process after its teardown (the processes
   of a test process that died are killed with its process group, :mod:`.forked`);
@@ -11,8 +13,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import inspect
 import json
 import logging
+import os
+from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,12 @@ from . import patches
 from .forked import become_subreaper, run_forked
 
 logger = logging.getLogger(__name__)
+
+#: The lock file (shared by both runs) held by tests that write fixed paths under ``/tmp``.
+PATHS_LOCK_ENV = "RQ_SUITE_PATHS_LOCK"
+#: How such a test is recognised: this text in its method, or in its class's set-up or tear-down.
+_FIXED_PATH = "/tmp/"
+_CLASS_HOOKS = ("setUp", "tearDown", "setUpClass", "tearDownClass")
 
 #: The ``user_properties`` key of the usage record in a test's teardown report.
 USAGE_PROPERTY = "rq_suite_usage"
@@ -101,10 +113,44 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if not config.getoption("--rq-suite-fork"):
         return None
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    for report in run_forked(item, config.getoption("--rq-suite-timeout")):
+    with _paths_lock(item):
+        reports = run_forked(item, config.getoption("--rq-suite-timeout"))
+    for report in reports:
         item.ihook.pytest_runtest_logreport(report=report)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
+
+
+def writes_fixed_paths(item: pytest.Item) -> bool:
+    """Whether ``item``'s code names a fixed path under ``/tmp`` (two at once would collide)."""
+    sources = [getattr(item, "obj", None)]
+    cls = getattr(item, "cls", None)
+    if cls is not None:
+        sources += [cls.__dict__.get(name) for name in _CLASS_HOOKS]
+    for source in sources:
+        if source is None:
+            continue
+        try:
+            if _FIXED_PATH in inspect.getsource(inspect.unwrap(getattr(source, "__func__", source))):
+                return True
+        except (OSError, TypeError):
+            continue
+    return False
+
+
+@contextmanager
+def _paths_lock(item: pytest.Item) -> Iterator[None]:
+    """Hold the runs' shared lock while ``item`` runs, if it writes fixed paths."""
+    path = os.environ.get(PATHS_LOCK_ENV)
+    if not path or not writes_fixed_paths(item):
+        yield
+        return
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _reason(report: pytest.TestReport | pytest.CollectReport) -> str:

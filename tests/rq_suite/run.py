@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.rq_suite.patches import CONTROL, FAST, PORTS_ENV, WORKER_ENV
+from tests.rq_suite.plugin import PATHS_LOCK_ENV
 from tests.servers import RedisProc, start_redis
 
 logger = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def pytest_command(root: Path, report: Path, workers: int, selection: Sequence[s
     return command + list(selection)
 
 
-def pytest_env(root: Path, kind: str, ports: Sequence[int]) -> dict[str, str]:
+def pytest_env(root: Path, kind: str, ports: Sequence[int], lock: Path) -> dict[str, str]:
     """The environment of one run: the patches on, this run's servers, RQ's slow tests on."""
     env = dict(os.environ)
     paths = [str(root), str(HERE / "site"), str(REPO / "tests"), str(REPO)]
@@ -202,6 +203,7 @@ def pytest_env(root: Path, kind: str, ports: Sequence[int]) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env[PORTS_ENV] = ",".join(str(port) for port in ports)
     env[WORKER_ENV] = kind
+    env[PATHS_LOCK_ENV] = str(lock)
     env["RUN_SLOW_TESTS_TOO"] = "1"
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     # FastWorker reads its settings from the environment; none of them may name the default Redis.
@@ -240,7 +242,7 @@ class Run:
 
 
 def start_run(
-    kind: str, root: Path, ports: Sequence[int], workers: int, selection: Sequence[str], name: str
+    kind: str, root: Path, ports: Sequence[int], workers: int, selection: Sequence[str], name: str, lock: Path
 ) -> Run:
     """Start pytest for ``kind`` in the background, its output in ``.cache/rq-suite/logs``."""
     logs = CACHE / "logs"
@@ -251,7 +253,7 @@ def start_run(
     logger.info("rq-suite: %s run: %s", kind, " ".join(command))
     with log.open("wb") as out:
         process = subprocess.Popen(
-            command, cwd=root, env=pytest_env(root, kind, ports), stdout=out, stderr=subprocess.STDOUT
+            command, cwd=root, env=pytest_env(root, kind, ports, lock), stdout=out, stderr=subprocess.STDOUT
         )
     return Run(kind, report, log, process, time.monotonic())
 
@@ -358,13 +360,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rq-suite-")))
         servers = stack.enter_context(redis_servers(2 * per_run, directory))
+        # Tests that write fixed paths under /tmp take turns through this file, across both runs.
+        lock = directory / "fixed-paths.lock"
         ports = {CONTROL: [s.port for s in servers[:per_run]], FAST: [s.port for s in servers[per_run:]]}
         results = {}
         if args.serial:
             for kind in (CONTROL, FAST):
-                results[kind] = start_run(kind, root, ports[kind], args.workers, selection, kind).wait()
+                results[kind] = start_run(kind, root, ports[kind], args.workers, selection, kind, lock).wait()
         else:
-            runs = [start_run(kind, root, ports[kind], args.workers, selection, kind) for kind in (CONTROL, FAST)]
+            runs = [start_run(kind, root, ports[kind], args.workers, selection, kind, lock) for kind in (CONTROL, FAST)]
             for run in runs:
                 stack.callback(run.stop)
             for run in runs:
@@ -378,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reran: dict[str, str] = {}
         if doubtful:
             logger.info("rq-suite: re-running %d test(s) with FastWorker", len(doubtful))
-            again = start_run(FAST, root, ports[FAST][:1], 0, doubtful, "fast-rerun").wait()
+            again = start_run(FAST, root, ports[FAST][:1], 0, doubtful, "fast-rerun", lock).wait()
             for test in doubtful:
                 outcome = again.get(test, {}).get("outcome", "error")
                 reran[test] = f"{fast[test]['outcome']}, then {outcome}"
