@@ -120,7 +120,9 @@ def _death(status: int, killed: bool, timeout: float) -> str:
         return f"test process killed by {signal.Signals(os.WTERMSIG(status)).name}"
     code = os.waitstatus_to_exitcode(status)
     if code == 1:
-        return f"test process exited with status 1 (a timeout after {timeout:.0f}s dumps stacks, then exits 1)"
+        return (
+            f"test process exited with status 1 (a timeout after {timeout:.0f}s dumps stacks, then exits 1)"
+        )
     return f"test process exited with status {code}"
 
 

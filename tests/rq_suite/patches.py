@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,13 +106,38 @@ def redirect_redis() -> None:
 
     @functools.wraps(connection_init)
     def redirected_connection_init(self: Connection, *args: Any, **kwargs: Any) -> None:
-        connection_init(self, *args, **kwargs)
+        connection_init(self, *args, **kwargs)  # type: ignore[no-untyped-call]
         if _is_default_server(self.host, self.port):
             self.port = private_port()
 
     ConnectionPool.__init__ = redirected_pool_init  # type: ignore[method-assign]
     Connection.__init__ = redirected_connection_init  # type: ignore[method-assign]
+    _refuse_default_server()
     REDIRECTED = True
+
+
+def _refuse_default_server() -> None:
+    """Last guard: a socket of this process never connects to a loopback port 6379.
+
+    Whatever a redirect above missed fails loudly (in both runs alike) instead of reaching the
+    Redis that may be running there.
+    """
+    connect = socket.socket.connect
+
+    @functools.wraps(connect)
+    def guarded_connect(self: socket.socket, address: Any) -> None:
+        if (
+            isinstance(address, tuple)
+            and len(address) >= 2
+            and address[1] == RQ_DEFAULT_PORT
+            and (str(address[0]) in _LOCAL_HOSTS or str(address[0]).startswith("127."))
+        ):
+            raise ConnectionRefusedError(
+                f"rq-suite: {address[0]}:{address[1]} is off limits (not redirected)"
+            )
+        connect(self, address)
+
+    socket.socket.connect = guarded_connect  # type: ignore[method-assign,assignment]
 
 
 def _recording(method: Callable[..., Any], kind: str) -> Callable[..., Any]:

@@ -18,8 +18,8 @@ import inspect
 import json
 import logging
 import os
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,9 @@ def pytest_configure(config: pytest.Config) -> None:
         become_subreaper()
     report = config.getoption("--rq-suite-report")
     if report and not _is_xdist_worker(config):
-        config.pluginmanager.register(OutcomeRecorder(Path(report), patches.WORKER_KIND or "?"), "rq-suite-outcomes")
+        config.pluginmanager.register(
+            OutcomeRecorder(Path(report), patches.WORKER_KIND or "?"), "rq-suite-outcomes"
+        )
 
 
 def kill_descendants(process: psutil.Process) -> list[str]:
@@ -94,16 +96,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     patches.USAGE.clear()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the usage record to the teardown report; kill what the test left running."""
-    outcome = yield
-    report: pytest.TestReport = outcome.get_result()
+    report = yield
     if report.when == "teardown":
         report.user_properties.append((USAGE_PROPERTY, patches.USAGE.as_dict()))
         left = kill_descendants(psutil.Process())
         if left:
             logger.info("rq_suite.plugin: %s left %d process(es) running: %s", item.nodeid, len(left), left)
+    return report
 
 
 @pytest.hookimpl(tryfirst=True)

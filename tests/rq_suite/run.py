@@ -284,7 +284,11 @@ def compare(
     complete: bool,
 ) -> Comparison:
     """Compare the runs per test id; ``complete`` when the whole suite ran (no ``-k``)."""
-    explained, unexplained, stale, unchecked, fast_only = [], [], [], [], []
+    explained: list[str] = []
+    unexplained: list[str] = []
+    stale: list[str] = []
+    unchecked: list[str] = []
+    fast_only: list[str] = []
     for test in sorted(set(control) | set(fast)):
         before = control.get(test, {}).get("outcome")
         after = fast.get(test, {}).get("outcome")
@@ -336,6 +340,87 @@ def exercise(results: dict[str, dict[str, Any]]) -> str:
 # -- the command --------------------------------------------------------------------------------
 
 
+@dataclass
+class Outcomes:
+    """Per-test outcomes of both runs, after the re-runs."""
+
+    control: dict[str, dict[str, Any]]
+    fast: dict[str, dict[str, Any]]
+    #: Re-run tests: "<first outcome>, then <second>".
+    reran: dict[str, str]
+
+
+def run_both(
+    root: Path, selection: Sequence[str], workers: int, serial: bool, known: dict[str, Known]
+) -> Outcomes:
+    """Both runs on their own servers, then one serial re-run of what would fail the command.
+
+    The re-run covers the FastWorker side of unexplained and stale tests: a timing-sensitive
+    test that lost a race on the busy machine gets a quiet second try.
+    """
+    per_run = max(1, workers)
+    with ExitStack() as stack:
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rq-suite-")))
+        servers = stack.enter_context(redis_servers(2 * per_run, directory))
+        ports = {CONTROL: [s.port for s in servers[:per_run]], FAST: [s.port for s in servers[per_run:]]}
+        # Tests that write fixed paths under /tmp take turns through this file, across both runs.
+        lock = directory / "fixed-paths.lock"
+        results: dict[str, dict[str, dict[str, Any]]] = {}
+        kinds = (CONTROL, FAST)
+        if serial:
+            for kind in kinds:
+                results[kind] = start_run(kind, root, ports[kind], workers, selection, kind, lock).wait()
+        else:
+            runs = [start_run(kind, root, ports[kind], workers, selection, kind, lock) for kind in kinds]
+            for run in runs:
+                stack.callback(run.stop)
+            for run in runs:
+                results[run.kind] = run.wait()
+        control, fast = results[CONTROL], results[FAST]
+        verdict = compare(control, fast, known, complete=False)
+        doubtful = sorted(set(verdict.unexplained) | {t for t in verdict.stale if t in fast})
+        reran: dict[str, str] = {}
+        if doubtful:
+            logger.info("rq-suite: re-running %d test(s) with FastWorker", len(doubtful))
+            again = start_run(FAST, root, ports[FAST][:1], 0, doubtful, "fast-rerun", lock).wait()
+            for test in doubtful:
+                second = again.get(test, {"outcome": "error", "reason": "not run again", "usage": {}})
+                reran[test] = f"{fast[test]['outcome']}, then {second['outcome']}"
+                fast[test] = second
+    return Outcomes(control, fast, reran)
+
+
+def _show(test: str, entry: dict[str, Any], prefix: str, note: str = "") -> None:
+    print(f"  {prefix}{test}{note}\n      {entry['outcome']}: {entry['reason']}")
+
+
+def print_report(version: str, outcomes: Outcomes, verdict: Comparison, known: dict[str, Known]) -> None:
+    """The counts of both runs, the differences and what is wrong with them, on stdout."""
+    control, fast, reran = outcomes.control, outcomes.fast, outcomes.reran
+    print(f"rq-suite: rq {version}, {len(MODULES)} test modules, slow tests on, each test forked")
+    print(f"  {TITLES[CONTROL] + ':':24} {counts(control)}")
+    print(f"  {TITLES[FAST] + ':':24} {counts(fast)}")
+    print(f"  FastWorker run: {exercise(fast)}")
+    differences = len(verdict.explained) + len(verdict.unexplained)
+    print(f"\nPass with the control, fail with FastWorker ({differences}):")
+    for test in verdict.explained:
+        _show(test, fast[test], f"known [{known[test].kind}] ")
+    for test in verdict.unexplained:
+        _show(test, fast[test], "UNEXPLAINED ", f" (re-run: {reran[test]})" if test in reran else "")
+    if verdict.fast_only:
+        print(f"\nPass with FastWorker only ({len(verdict.fast_only)}): " + ", ".join(verdict.fast_only))
+    failing = sorted(test for test, entry in control.items() if entry["outcome"] in ("failed", "error"))
+    if failing:
+        print(f"\nFail with the control ({len(failing)}):")
+        for test in failing:
+            _show(test, control[test], "")
+    if verdict.unchecked:
+        print("\nListed, but the control did not pass (not checked): " + ", ".join(verdict.unchecked))
+    for test in verdict.stale:
+        state = f"passes with FastWorker (re-run: {reran[test]})" if test in fast else "is not in the suite"
+        print(f"\nSTALE entry in {KNOWN_DIFFERENCES.name}: {test} {state}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both passes, print the comparison; 1 on an unexplained difference or a stale entry."""
     parser = argparse.ArgumentParser(prog="make test-rq", description=__doc__.split("\n\n")[0])
@@ -349,71 +434,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     version = importlib.metadata.version("rq")
     known = read_known()
     root = fetch_suite(version)
-    missing = [m for m in MODULES if not (root / "tests" / m).exists()]
+    missing = [module for module in MODULES if not (root / "tests" / module).exists()]
     if missing:
         raise SystemExit(f"rq {version}'s tests have no {', '.join(missing)}: update MODULES")
     selection = [f"tests/{module}" for module in MODULES]
     if args.keyword:
         selection += ["-k", args.keyword]
-    per_run = max(1, args.workers)
 
-    with ExitStack() as stack:
-        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rq-suite-")))
-        servers = stack.enter_context(redis_servers(2 * per_run, directory))
-        # Tests that write fixed paths under /tmp take turns through this file, across both runs.
-        lock = directory / "fixed-paths.lock"
-        ports = {CONTROL: [s.port for s in servers[:per_run]], FAST: [s.port for s in servers[per_run:]]}
-        results = {}
-        if args.serial:
-            for kind in (CONTROL, FAST):
-                results[kind] = start_run(kind, root, ports[kind], args.workers, selection, kind, lock).wait()
-        else:
-            runs = [start_run(kind, root, ports[kind], args.workers, selection, kind, lock) for kind in (CONTROL, FAST)]
-            for run in runs:
-                stack.callback(run.stop)
-            for run in runs:
-                results[run.kind] = run.wait()
-        control, fast = results[CONTROL], results[FAST]
-        verdict = compare(control, fast, known, complete=not args.keyword)
-
-        # One serial re-run of the FastWorker side of every test that would fail the command:
-        # a timing-sensitive test that lost a race on the busy machine gets a quiet second try.
-        doubtful = sorted(set(verdict.unexplained) | {t for t in verdict.stale if t in fast})
-        reran: dict[str, str] = {}
-        if doubtful:
-            logger.info("rq-suite: re-running %d test(s) with FastWorker", len(doubtful))
-            again = start_run(FAST, root, ports[FAST][:1], 0, doubtful, "fast-rerun", lock).wait()
-            for test in doubtful:
-                outcome = again.get(test, {}).get("outcome", "error")
-                reran[test] = f"{fast[test]['outcome']}, then {outcome}"
-                fast[test] = again.get(test, fast[test])
-            verdict = compare(control, fast, known, complete=not args.keyword)
-
-    print(f"rq-suite: rq {version}, {len(MODULES)} test modules, slow tests on, each test forked")
-    for kind, title in TITLES.items():
-        print(f"  {title + ':':24} {counts(results[kind])}")
-    print(f"  FastWorker run: {exercise(fast)}")
-    print(f"\nPass with the control, fail with FastWorker ({len(verdict.explained) + len(verdict.unexplained)}):")
-    for test in verdict.explained:
-        entry = known[test]
-        print(f"  known [{entry.kind}] {test}\n      {fast[test]['outcome']}: {fast[test]['reason']}")
-    for test in verdict.unexplained:
-        again_note = f" (re-run: {reran[test]})" if test in reran else ""
-        print(f"  UNEXPLAINED {test}{again_note}\n      {fast[test]['outcome']}: {fast[test]['reason']}")
-    if verdict.fast_only:
-        print(f"\nPass with FastWorker only ({len(verdict.fast_only)}): " + ", ".join(verdict.fast_only))
-    failing = sorted(t for t, e in control.items() if e["outcome"] in ("failed", "error"))
-    if failing:
-        print(f"\nFail with the control ({len(failing)}):")
-        for test in failing:
-            print(f"  {test}\n      {control[test]['outcome']}: {control[test]['reason']}")
-    if verdict.unchecked:
-        print("\nListed, but the control did not pass (not checked): " + ", ".join(verdict.unchecked))
-    for test in verdict.stale:
-        state = f"passes with FastWorker (re-run: {reran[test]})" if test in fast else "is not in the suite"
-        print(f"\nSTALE entry in {KNOWN_DIFFERENCES.name}: {test} {state}")
+    outcomes = run_both(root, selection, args.workers, args.serial, known)
+    verdict = compare(outcomes.control, outcomes.fast, known, complete=not args.keyword)
+    print_report(version, outcomes, verdict, known)
 
     problems = []
+    if not any(entry["outcome"] == "passed" for entry in outcomes.control.values()):
+        problems.append("the control run passed no test (the harness is broken)")
     if verdict.unexplained:
         problems.append(f"{len(verdict.unexplained)} unexplained difference(s)")
     if verdict.stale:
