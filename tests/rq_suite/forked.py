@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -84,23 +85,36 @@ def _child(item: pytest.Item, reports_path: Path, output_path: Path, timeout: fl
 
 
 def _wait(pid: int, limit: float) -> tuple[int, bool]:
-    """Wait for ``pid``, reaping adopted orphans meanwhile.
+    """Wait for ``pid``, reaping adopted orphans the moment they end.
 
-    Its wait status, and whether it had to be killed after ``limit`` seconds.
+    Its wait status, and whether it had to be killed after ``limit`` seconds (by a timer
+    thread, through a pidfd so that a reaped and reused pid is never hit).
     """
-    deadline = time.monotonic() + limit
-    while True:
-        # Which child ended, without reaping it yet: the test process, or an adopted orphan.
-        ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        if ended is not None:
+    pidfd = os.pidfd_open(pid)
+    killed = threading.Event()
+
+    def kill() -> None:
+        killed.set()
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    timer = threading.Timer(limit, kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        while True:
+            # Block until a child ends; see which without reaping: the test process or an orphan.
+            ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+            if ended is None:  # only with WNOHANG; keeps the type checker informed
+                continue
             status = os.waitpid(ended.si_pid, 0)[1]
             if ended.si_pid == pid:
-                return status, False
-            continue
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            return os.waitpid(pid, 0)[1], True
-        time.sleep(0.01)
+                return status, killed.is_set()
+    finally:
+        timer.cancel()
+        os.close(pidfd)
 
 
 def _kill_group(pgid: int) -> None:
