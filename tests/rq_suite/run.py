@@ -45,8 +45,9 @@ REPO = HERE.parents[1]
 CACHE = REPO / ".cache" / "rq-suite"
 KNOWN_DIFFERENCES = HERE / "known_differences.txt"
 
-#: RQ's test modules about what a worker does with a job, and the queue-side modules whose
-#: tests run workers too.
+#: RQ's test modules about what a worker does with a job (the first 13), and the other modules
+#: whose tests run a worker on jobs FastWorker claims to handle as RQ does: rate limits,
+#: webhooks, groups, the intermediate queue and worker registration.
 MODULES = (
     "test_worker.py",
     "test_retry.py",
@@ -61,6 +62,11 @@ MODULES = (
     "test_scheduler.py",
     "test_repeat.py",
     "test_registry.py",
+    "test_rate_limit.py",
+    "test_webhooks.py",
+    "test_intermediate_queue.py",
+    "test_worker_registration.py",
+    "test_group.py",
 )
 
 #: pytest's configuration for RQ's suite (RQ's sdist carries none): RQ's markers.
