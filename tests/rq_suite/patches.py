@@ -9,8 +9,9 @@ workers) then all:
   (one server per xdist worker, picked by ``PYTEST_XDIST_WORKER`` when the connection is made);
 - in the FastWorker run, find FastWorker subclasses (:mod:`.workers`) under RQ's worker class
   names before any test module imports them;
-- record which worker classes the test constructed and whose work loop ran (:data:`USAGE`),
-  so the runner can tell how many tests really exercised FastWorker.
+- note which worker classes the test constructed and whose work loop ran, in whichever of the
+  test's processes (:func:`note_usage`), so the runner can tell how many tests really
+  exercised FastWorker.
 
 This module is imported as ``rq_suite.patches``: the name ``tests`` belongs to RQ's suite there.
 """
@@ -22,7 +23,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -39,32 +40,41 @@ RQ_DEFAULT_PORT = 6379
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", ""})
 
 
-@dataclass
-class Usage:
-    """The worker classes one test process constructed, and those whose ``work()`` ran."""
-
-    constructed: set[str] = field(default_factory=set)
-    worked: set[str] = field(default_factory=set)
-    #: Of those, the ones that are FastWorker subclasses.
-    fast: set[str] = field(default_factory=set)
-
-    def clear(self) -> None:
-        """Forget what an earlier test did (the forked test process starts with its parent's)."""
-        self.constructed.clear()
-        self.worked.clear()
-        self.fast.clear()
-
-    def as_dict(self) -> dict[str, list[str]]:
-        """Plain lists, for a report's ``user_properties`` (marshalled by pytest-forked and xdist)."""
-        return {
-            "constructed": sorted(self.constructed),
-            "worked": sorted(self.worked),
-            "fast": sorted(self.fast),
-        }
+#: The file where every process of the current test notes its workers (the plugin sets it per test).
+USAGE_FILE_ENV = "RQ_SUITE_USAGE_FILE"
 
 
-#: What the current test did with workers (reset by the plugin before each test).
-USAGE = Usage()
+def note_usage(kind: str, name: str, fast: bool) -> None:
+    """Append "<kind> <class name> <0|1>" to the current test's usage file, if there is one.
+
+    Every process of the test writes there: the test process, its multiprocessing workers and
+    the ``rqworker`` subprocesses it starts (they inherit the environment).
+    """
+    path = os.environ.get(USAGE_FILE_ENV)
+    if not path:
+        return
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(descriptor, f"{kind} {name} {int(fast)}\n".encode())
+    finally:
+        os.close(descriptor)
+
+
+def read_usage(path: str) -> dict[str, list[str]]:
+    """A usage file as lists: classes ``constructed``, whose loop ``worked``, and the ``fast`` ones."""
+    usage: dict[str, set[str]] = {"constructed": set(), "worked": set(), "fast": set()}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        lines = []
+    for line in lines:
+        kind, name, fast = line.split()
+        usage[kind].add(name)
+        if fast == "1":
+            usage["fast"].add(name)
+    return {kind: sorted(names) for kind, names in usage.items()}
+
+
 #: Set once :func:`redirect_redis` is in place; the plugin refuses to run tests without it.
 REDIRECTED = False
 #: The worker kind this process swapped in (``None`` until :func:`install_from_env`).
@@ -141,14 +151,11 @@ def _refuse_default_server() -> None:
 
 
 def _recording(method: Callable[..., Any], kind: str) -> Callable[..., Any]:
-    """``method`` wrapped to note ``type(self)`` in :data:`USAGE` under ``kind``."""
+    """``method`` wrapped to note ``type(self)`` under ``kind`` (:func:`note_usage`)."""
 
     @functools.wraps(method)
     def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
-        name = type(self).__name__
-        getattr(USAGE, kind).add(name)
-        if getattr(type(self), "rq_suite_fast", False):
-            USAGE.fast.add(name)
+        note_usage(kind, type(self).__name__, bool(getattr(type(self), "rq_suite_fast", False)))
         return method(self, *args, **kwargs)
 
     return recorded

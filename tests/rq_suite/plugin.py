@@ -5,7 +5,7 @@
 - with ``--rq-suite-fork``, runs each test in a forked process with a time limit (:mod:`.forked`);
 - runs the tests that write fixed paths under ``/tmp`` (RQ's sentinel files and sandboxes) one
   at a time across both runs and all xdist workers, holding the lock file that the runner names;
-- notes in each test's teardown report which worker classes the test used (:data:`.patches.USAGE`);
+- notes in each test's teardown report which worker classes its processes used (:mod:`.patches`);
 - kills the processes a test left behind, in the test process after its teardown (the processes
   of a test process that died are killed with its process group, :mod:`.forked`);
 - writes one JSON object for the runner: test id -> outcome, a short reason, the usage record.
@@ -18,6 +18,7 @@ import inspect
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 #: The lock file (shared by both runs) held by tests that write fixed paths under ``/tmp``.
 PATHS_LOCK_ENV = "RQ_SUITE_PATHS_LOCK"
+#: A folder of the runner's for the tests' scratch files (the system's temp folder without it).
+SCRATCH_ENV = "RQ_SUITE_SCRATCH"
 #: How such a test is recognised: this text in its method, or in its class's set-up or tear-down.
 _FIXED_PATH = "/tmp/"
 _CLASS_HOOKS = ("setUp", "tearDown", "setUpClass", "tearDownClass")
@@ -92,8 +95,10 @@ def kill_descendants(process: psutil.Process) -> list[str]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Start the usage record of this test afresh."""
-    patches.USAGE.clear()
+    """Give this test a fresh usage file, named in the environment its processes inherit."""
+    descriptor, path = tempfile.mkstemp(prefix="usage-", dir=os.environ.get(SCRATCH_ENV))
+    os.close(descriptor)
+    os.environ[patches.USAGE_FILE_ENV] = path
 
 
 @pytest.hookimpl(wrapper=True)
@@ -103,8 +108,11 @@ def pytest_runtest_makereport(
     """Attach the usage record to the teardown report; kill what the test left running."""
     report = yield
     if report.when == "teardown":
-        report.user_properties.append((USAGE_PROPERTY, patches.USAGE.as_dict()))
         left = kill_descendants(psutil.Process())
+        path = os.environ.pop(patches.USAGE_FILE_ENV, None)
+        if path:
+            report.user_properties.append((USAGE_PROPERTY, patches.read_usage(path)))
+            os.unlink(path)
         if left:
             logger.info("rq_suite.plugin: %s left %d process(es) running: %s", item.nodeid, len(left), left)
     return report

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.rq_suite.patches import CONTROL, FAST, PORTS_ENV, WORKER_ENV
-from tests.rq_suite.plugin import PATHS_LOCK_ENV
+from tests.rq_suite.plugin import PATHS_LOCK_ENV, SCRATCH_ENV
 from tests.servers import RedisProc, start_redis
 
 logger = logging.getLogger(__name__)
@@ -210,6 +210,7 @@ def pytest_env(root: Path, kind: str, ports: Sequence[int], lock: Path) -> dict[
     env[PORTS_ENV] = ",".join(str(port) for port in ports)
     env[WORKER_ENV] = kind
     env[PATHS_LOCK_ENV] = str(lock)
+    env[SCRATCH_ENV] = str(lock.parent)
     env["RUN_SLOW_TESTS_TOO"] = "1"
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     # FastWorker reads its settings from the environment; none of them may name the default Redis.
