@@ -168,7 +168,7 @@ def _paths_lock(item: pytest.Item) -> Iterator[None]:
 def _reason(report: pytest.TestReport | pytest.CollectReport) -> str:
     """One line that says why a test did not pass: the exception line, or the skip reason."""
     longrepr = report.longrepr
-    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+    if isinstance(longrepr, tuple | list) and len(longrepr) == 3:
         text = str(longrepr[2])
     elif isinstance(longrepr, str):
         # A test process that died (:mod:`.forked`): how it ended, then its last output.

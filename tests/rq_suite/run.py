@@ -453,7 +453,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_report(version, outcomes, verdict, known)
 
     problems = []
-    if not any(entry["outcome"] == "passed" for entry in outcomes.control.values()):
+    tally = Counter(entry["outcome"] for entry in outcomes.control.values())
+    if not tally:
+        problems.append("the control run ran no test")
+    elif not tally["passed"] and (tally["failed"] or tally["error"]):
         problems.append("the control run passed no test (the harness is broken)")
     if verdict.unexplained:
         problems.append(f"{len(verdict.unexplained)} unexplained difference(s)")
