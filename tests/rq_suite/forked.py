@@ -66,7 +66,7 @@ def _child(item: pytest.Item, reports_path: Path, output_path: Path, timeout: fl
         os.dup2(output, 1)
         os.dup2(output, 2)
         # faulthandler writes to this file's descriptor: pytest's capture moves 1 and 2 meanwhile.
-        dump = open(output_path, "a")  # noqa: SIM115 - open until os._exit
+        dump = open(output_path, "a")  # left open: the process ends with os._exit
         faulthandler.dump_traceback_later(timeout, exit=True, file=dump)
         reports = runtestprotocol(item, log=False, nextitem=None)
         faulthandler.cancel_dump_traceback_later()

@@ -90,7 +90,10 @@ def private_port() -> int:
 
 
 def _is_default_server(host: Any, port: Any) -> bool:
-    return (host is None or str(host) in _LOCAL_HOSTS) and int(port) == RQ_DEFAULT_PORT
+    try:
+        return (host is None or str(host) in _LOCAL_HOSTS) and int(port) == RQ_DEFAULT_PORT
+    except (TypeError, ValueError):
+        return False
 
 
 def redirect_redis() -> None:

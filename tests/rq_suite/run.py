@@ -115,7 +115,10 @@ def _extract_tests(sdist: Path, root: Path, prefix: str) -> None:
             members = [m for m in archive.getmembers() if m.name.startswith(prefix)]
             if not members:
                 raise RuntimeError(f"{sdist.name} holds no {prefix}")
-            archive.extractall(staging, members=members, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4 on
+                archive.extractall(staging, members=members, filter="data")
+            else:
+                archive.extractall(staging, members=members)  # the sdist pip just fetched from the index
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(root / "tests", ignore_errors=True)
         (staging / prefix).rename(root / "tests")
