@@ -468,9 +468,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     if problems:
         print(f"\nrq-suite: FAILED: {' and '.join(problems)} ({elapsed:.0f}s); logs in {CACHE / 'logs'}")
-        return 1
-    print(f"\nrq-suite: OK: {len(verdict.explained)} known differences, none unexplained ({elapsed:.0f}s)")
-    return 0
+    else:
+        print(
+            f"\nrq-suite: OK: {len(verdict.explained)} known differences, none unexplained ({elapsed:.0f}s)"
+        )
+    print(closing_line(outcomes, verdict))
+    return 1 if problems else 0
+
+
+def closing_line(outcomes: Outcomes, verdict: Comparison) -> str:
+    """The verdict per RQ test in the plain form CI reads: ``bar: N passed, N failed, N skipped``.
+
+    A test passes the bar when FastWorker passes it, when the control does not, or when it
+    fails as listed; it fails the bar when it is unexplained or a stale entry.
+    """
+    tests = set(outcomes.control) | set(outcomes.fast)
+    failing = set(verdict.unexplained) | set(verdict.stale)
+    skipped = {t for t in tests - failing if outcomes.control.get(t, {}).get("outcome") == "skipped"}
+    passed = len(tests - failing - skipped)
+    return f"bar: {passed} passed, {len(failing)} failed, {len(skipped)} skipped"
 
 
 if __name__ == "__main__":
