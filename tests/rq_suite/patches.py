@@ -1,7 +1,7 @@
 """What every Python process of an RQ suite run does at start (see ``site/sitecustomize.py``).
 
-The runner puts ``tests/rq_suite/site`` and ``tests/`` on ``PYTHONPATH`` and passes the run's
-private redis-server ports and worker kind in the environment; pytest, its xdist workers, the
+The runner puts ``tests/rq_suite/site`` on ``PYTHONPATH`` and passes the run's private
+redis-server ports and worker kind in the environment; pytest, its xdist workers, the
 forked test processes and whatever the tests start (``rqworker`` subprocesses, multiprocessing
 workers) then all:
 

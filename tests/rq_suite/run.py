@@ -204,7 +204,9 @@ def pytest_command(root: Path, report: Path, workers: int, selection: Sequence[s
 def pytest_env(root: Path, kind: str, ports: Sequence[int], lock: Path) -> dict[str, str]:
     """The environment of one run: the patches on, this run's servers, RQ's slow tests on."""
     env = dict(os.environ)
-    paths = [str(root), str(HERE / "site"), str(REPO / "tests"), str(REPO)]
+    # RQ's suite first (its package is `tests`), then this harness's sitecustomize, then this
+    # checkout's packages (ahead of wherever an editable install points).
+    paths = [str(root), str(HERE / "site"), str(REPO)]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -384,8 +386,12 @@ def run_both(
             runs = [start_run(kind, root, ports[kind], workers, selection, kind, lock) for kind in kinds]
             for run in runs:
                 stack.callback(run.stop)
-            for run in runs:
-                results[run.kind] = run.wait()
+            # Whichever ends first is read first: a run that fails to start stops the other at once.
+            while len(results) < len(runs):
+                for run in runs:
+                    if run.kind not in results and run.process.poll() is not None:
+                        results[run.kind] = run.wait()
+                time.sleep(0.2)
         control, fast = results[CONTROL], results[FAST]
         verdict = compare(control, fast, known, complete=False)
         doubtful = sorted(set(verdict.unexplained) | {t for t in verdict.stale if t in fast})
