@@ -36,6 +36,15 @@ from typing import Any
 
 from tests.rq_suite.patches import CONTROL, FAST, PORTS_ENV, WORKER_ENV
 from tests.rq_suite.plugin import PATHS_LOCK_ENV, SCRATCH_ENV
+from tests.rq_suite.verdict import (
+    TITLES,
+    Known,
+    Outcomes,
+    closing_line,
+    compare,
+    print_report,
+    read_known,
+)
 from tests.servers import RedisProc, start_redis
 
 logger = logging.getLogger(__name__)
@@ -43,7 +52,6 @@ logger = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CACHE = REPO / ".cache" / "rq-suite"
-KNOWN_DIFFERENCES = HERE / "known_differences.txt"
 
 #: RQ's test modules about what a worker does with a job (the first 13), and the other modules
 #: whose tests run a worker on jobs FastWorker claims to handle as RQ does: rate limits,
@@ -81,10 +89,6 @@ TEST_TIMEOUT = 180
 
 #: pytest plugins of a run, loaded by name with entry-point autoloading off.
 PLUGINS = ("xdist.plugin", "rq_suite.plugin")
-
-#: The names of the two runs in the output.
-TITLES = {CONTROL: "control (RQ's workers)", FAST: "FastWorker"}
-OUTCOMES = ("passed", "failed", "skipped", "error")
 
 
 # -- the suite ----------------------------------------------------------------------------------
@@ -124,51 +128,6 @@ def _extract_tests(sdist: Path, root: Path, prefix: str) -> None:
         (staging / prefix).rename(root / "tests")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class Known:
-    """An entry of ``known_differences.txt``."""
-
-    test: str
-    kind: str
-    reason: str
-
-
-def read_known(path: Path = KNOWN_DIFFERENCES) -> dict[str, Known]:
-    """Entries of ``path``: a ``# deliberate`` or ``# to fix`` line, the test id, an indented reason.
-
-    Other ``#`` lines and blank lines are free comments.
-    """
-    known: dict[str, Known] = {}
-    kind = ""
-    test = ""
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        where = f"{path.name}:{number}"
-        stripped = line.strip()
-        if not stripped:
-            continue
-        if stripped.startswith("#"):
-            mark = stripped.lstrip("#").strip().lower()
-            if mark in ("deliberate", "to fix"):
-                kind = mark
-            continue
-        if line[0].isspace():
-            if not test:
-                raise ValueError(f"{where}: a reason without a test id above it")
-            known[test] = Known(test, kind, stripped)
-            test = kind = ""
-            continue
-        if test:
-            raise ValueError(f"{where}: {test} has no reason line")
-        if not kind:
-            raise ValueError(f"{where}: {stripped} needs a '# deliberate' or '# to fix' line above it")
-        if stripped in known:
-            raise ValueError(f"{where}: {stripped} is listed twice")
-        test = stripped
-    if test:
-        raise ValueError(f"{path.name}: {test} has no reason line")
-    return known
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -270,96 +229,7 @@ def start_run(
     return Run(kind, report, log, process, time.monotonic())
 
 
-# -- comparing ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Comparison:
-    """The verdict on two runs against the known differences."""
-
-    #: Listed tests that pass with the control and fail with FastWorker.
-    explained: list[str]
-    #: Unlisted tests that pass with the control and fail with FastWorker.
-    unexplained: list[str]
-    #: Listed tests that pass with FastWorker, or that are not in the suite at all.
-    stale: list[str]
-    #: Listed tests whose control did not pass (nothing to compare).
-    unchecked: list[str]
-    #: Tests that pass with FastWorker only.
-    fast_only: list[str]
-
-
-def compare(
-    control: dict[str, dict[str, Any]],
-    fast: dict[str, dict[str, Any]],
-    known: dict[str, Known],
-    complete: bool,
-) -> Comparison:
-    """Compare the runs per test id; ``complete`` when the whole suite ran (no ``-k``)."""
-    explained: list[str] = []
-    unexplained: list[str] = []
-    stale: list[str] = []
-    unchecked: list[str] = []
-    fast_only: list[str] = []
-    for test in sorted(set(control) | set(fast)):
-        before = control.get(test, {}).get("outcome")
-        after = fast.get(test, {}).get("outcome")
-        if before == "passed" and after != "passed":
-            (explained if test in known else unexplained).append(test)
-        elif test in known and before == "passed":
-            stale.append(test)
-        elif test in known:
-            unchecked.append(test)
-        elif after == "passed" and before in ("failed", "error"):
-            fast_only.append(test)
-    if complete:
-        stale += sorted(test for test in known if test not in control and test not in fast)
-    return Comparison(explained, unexplained, stale, unchecked, fast_only)
-
-
-def counts(results: dict[str, dict[str, Any]]) -> str:
-    """``N passed, N failed, N skipped, N errors`` of one run."""
-    tally = Counter(entry["outcome"] for entry in results.values())
-    return ", ".join(f"{tally[o]} {'errors' if o == 'error' else o}" for o in OUTCOMES)
-
-
-def exercise(results: dict[str, dict[str, Any]]) -> str:
-    """How the FastWorker run's tests used workers in the test process."""
-    loop = constructed = stock = none = 0
-    stock_classes: set[str] = set()
-    for entry in results.values():
-        usage = entry.get("usage") or {}
-        fast = set(usage.get("fast", ()))
-        others = set(usage.get("constructed", ())) - fast
-        stock_classes |= others
-        if fast & set(usage.get("worked", ())):
-            loop += 1
-        elif fast:
-            constructed += 1
-        elif others:
-            stock += 1
-        else:
-            none += 1
-    line = (
-        f"{loop} tests ran FastWorker's work loop, {constructed} only constructed a FastWorker, "
-        f"{stock} used RQ's own worker classes only"
-    )
-    if stock_classes:
-        line += f" ({', '.join(sorted(stock_classes))})"
-    return line + f", {none} no worker in the test process"
-
-
 # -- the command --------------------------------------------------------------------------------
-
-
-@dataclass
-class Outcomes:
-    """Per-test outcomes of both runs, after the re-runs."""
-
-    control: dict[str, dict[str, Any]]
-    fast: dict[str, dict[str, Any]]
-    #: Re-run tests: "<first outcome>, then <second>".
-    reran: dict[str, str]
 
 
 def run_both(
@@ -406,37 +276,6 @@ def run_both(
     return Outcomes(control, fast, reran)
 
 
-def _show(test: str, entry: dict[str, Any], prefix: str, note: str = "") -> None:
-    print(f"  {prefix}{test}{note}\n      {entry['outcome']}: {entry['reason']}")
-
-
-def print_report(version: str, outcomes: Outcomes, verdict: Comparison, known: dict[str, Known]) -> None:
-    """The counts of both runs, the differences and what is wrong with them, on stdout."""
-    control, fast, reran = outcomes.control, outcomes.fast, outcomes.reran
-    print(f"rq-suite: rq {version}, {len(MODULES)} test modules, slow tests on, each test forked")
-    print(f"  {TITLES[CONTROL] + ':':24} {counts(control)}")
-    print(f"  {TITLES[FAST] + ':':24} {counts(fast)}")
-    print(f"  FastWorker run: {exercise(fast)}")
-    differences = len(verdict.explained) + len(verdict.unexplained)
-    print(f"\nPass with the control, fail with FastWorker ({differences}):")
-    for test in verdict.explained:
-        _show(test, fast[test], f"known [{known[test].kind}] ")
-    for test in verdict.unexplained:
-        _show(test, fast[test], "UNEXPLAINED ", f" (re-run: {reran[test]})" if test in reran else "")
-    if verdict.fast_only:
-        print(f"\nPass with FastWorker only ({len(verdict.fast_only)}): " + ", ".join(verdict.fast_only))
-    failing = sorted(test for test, entry in control.items() if entry["outcome"] in ("failed", "error"))
-    if failing:
-        print(f"\nFail with the control ({len(failing)}):")
-        for test in failing:
-            _show(test, control[test], "")
-    if verdict.unchecked:
-        print("\nListed, but the control did not pass (not checked): " + ", ".join(verdict.unchecked))
-    for test in verdict.stale:
-        state = f"passes with FastWorker (re-run: {reran[test]})" if test in fast else "is not in the suite"
-        print(f"\nSTALE entry in {KNOWN_DIFFERENCES.name}: {test} {state}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both passes, print the comparison; 1 on an unexplained difference or a stale entry."""
     parser = argparse.ArgumentParser(prog="make test-rq", description=__doc__.split("\n\n")[0])
@@ -459,7 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     outcomes = run_both(root, selection, args.workers, args.serial, known)
     verdict = compare(outcomes.control, outcomes.fast, known, complete=not args.keyword)
-    print_report(version, outcomes, verdict, known)
+    print_report(
+        f"rq-suite: rq {version}, {len(MODULES)} test modules, slow tests on, each test forked",
+        outcomes,
+        verdict,
+        known,
+    )
 
     problems = []
     tally = Counter(entry["outcome"] for entry in outcomes.control.values())
@@ -480,19 +324,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     print(closing_line(outcomes, verdict))
     return 1 if problems else 0
-
-
-def closing_line(outcomes: Outcomes, verdict: Comparison) -> str:
-    """The verdict per RQ test in the plain form CI reads: ``bar: N passed, N failed, N skipped``.
-
-    A test passes the bar when FastWorker passes it, when the control does not, or when it
-    fails as listed; it fails the bar when it is unexplained or a stale entry.
-    """
-    tests = set(outcomes.control) | set(outcomes.fast)
-    failing = set(verdict.unexplained) | set(verdict.stale)
-    skipped = {t for t in tests - failing if outcomes.control.get(t, {}).get("outcome") == "skipped"}
-    passed = len(tests - failing - skipped)
-    return f"bar: {passed} passed, {len(failing)} failed, {len(skipped)} skipped"
 
 
 if __name__ == "__main__":
