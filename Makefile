@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint clean browser wrk
+.PHONY: run test test-rq bench lint clean browser wrk
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: $(VENV)/.run-installed
 
 test: $(VENV)/.test-installed browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# RQ's own worker tests, run with RQ's workers and with consumer.worker.FastWorker (tests/rq_suite).
+test-rq: $(VENV)/.test-installed
+	$(BIN)/python -m tests.rq_suite.run $(RQ_SUITE_ARGS)
 
 bench: $(VENV)/.test-installed wrk
 	flock /tmp/bench.lock $(BIN)/python -m bench.run $(BENCH_ARGS)
@@ -52,4 +56,4 @@ lint: $(VENV)/.test-installed
 	$(BIN)/mypy --strict shared
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache .cache
