@@ -124,6 +124,8 @@ class FastWorkerBase(Heartbeats, JobExecution, ClaimProtocol, WorkerInternals, S
                         pending = []
                     if not ready:
                         if burst:
+                            # As RQ's worker: idle once the queues are empty (it says so before quitting).
+                            self.set_state(WorkerStatus.IDLE)
                             self.log.info("Worker %s: done, quitting", self.name)
                             break
                         if max_idle_time is not None and time.monotonic() - idle_since >= max_idle_time:
@@ -208,6 +210,7 @@ class FastWorkerBase(Heartbeats, JobExecution, ClaimProtocol, WorkerInternals, S
                         self._slots.release()
                         if burst:
                             if not in_flight:
+                                self.set_state(WorkerStatus.IDLE)
                                 break
                             time.sleep(0.005)
                             continue
