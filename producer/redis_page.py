@@ -20,6 +20,7 @@ from rq_dashboard.version import VERSION as RQ_DASHBOARD_VERSION
 from shared import stats
 from shared.connections import describe
 from shared.connections.eviction import SAFE_POLICIES
+from shared.connections.identity import server_identity
 
 from .capacity import job_capacity
 from .dashboard import check_access
@@ -165,6 +166,7 @@ def gather(conn: Redis, now: float | None = None) -> dict[str, Any]:
     depths = stats.queue_depths(conn)
     last_hour = sum(count for _, count in per_minute)
     return {
+        "server": server_identity(conn),
         "memory": {
             "used_memory": int(info.get("used_memory", 0)),
             "used_memory_peak": int(info.get("used_memory_peak", 0)),

