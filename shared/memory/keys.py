@@ -43,6 +43,7 @@ def explain(conn: Redis, key: str, *, shared_integers: bool = True) -> dict[str,
             "model_encoding": model.encoding,
             "ttl": ttl,
             "redis_version": profile.version,
+            "server": f"{'Valkey' if profile.family == 'valkey' else 'Redis'} {profile.version}",
             "allocator": profile.allocator,
         }
     )
