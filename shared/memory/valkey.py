@@ -82,7 +82,8 @@ _M64 = (1 << 64) - 1
 
 def seed_from_string(text: str) -> bytes:
     """The hash seed ``hash-seed <text>`` sets: the first 16 bytes of SHA-256 (``getHashSeedFromString``)."""
-    return hashlib.sha256(text.encode()).digest()[:16]
+    digest: bytes = hashlib.sha256(text.encode()).digest()
+    return digest[:16]
 
 
 def _rotl(x: int, b: int) -> int:
@@ -123,7 +124,8 @@ def siphash12(seed: bytes, data: bytes) -> int:
         v2 = (v2 + v1) & _M64
         v1 = _rotl(v1, 17) ^ v2
         v2 = _rotl(v2, 32)
-    return (v0 ^ v1 ^ v2 ^ v3) & _M64
+    result: int = (v0 ^ v1 ^ v2 ^ v3) & _M64
+    return result
 
 
 # --- one key -------------------------------------------------------------------------------
@@ -369,9 +371,9 @@ class KeyTable:
             added = 1.0 if before >= SLOTS and (before - SLOTS) % 6 == 0 else 0.0
             self.children += added
             return added
-        before = self.children
+        expected = self.children
         self.recount()
-        return self.children - before
+        return self.children - expected
 
 
 @dataclass(frozen=True)
@@ -492,15 +494,11 @@ def simulate_valkey_fill(
         used += grow("main", main, i, used + need)
         used += main.add(hashed) * child
         if len(raw) not in objects:
-            objects[len(raw)] = object_charged(
-                profile, store_object(profile, len(raw), value, ttl is not None)
-            )
-        used += objects[len(raw)]
-        if (
-            reuse
-            and spare_chunks >= 1
-            and _chunk64(profile, store_object(profile, len(raw), value, ttl is not None))
-        ):
+            stored = store_object(profile, len(raw), value, ttl is not None)
+            objects[len(raw)] = (object_charged(profile, stored), _chunk64(profile, stored))
+        charged, chunk64 = objects[len(raw)]
+        used += charged
+        if reuse and spare_chunks >= 1 and chunk64:
             spare_chunks -= 1
             result.reusable += 1
             if glibc_reuse:
