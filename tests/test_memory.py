@@ -482,10 +482,10 @@ VALKEY_CASES: list[tuple[str, int, str, str, int | None, str | None, int | None]
     ("5MB k{i} 40-byte", 5 << 20, "k{i}", "y" * 40, None, "i", None),
     ("6MB order:{i} 200-byte EX 3600", 6 << 20, "order:{i}", "z" * 200, 3600, "j", None),
     ("8MB key{i} small int EX 600", 8 << 20, "key{i}", "42", 600, "k", None),
-    ("8MB key{i} same_value", 8 << 20, "key{i}", "same_value", None, "l", None),
+    ("2.5MB key{i} same_value", 5 << 19, "key{i}", "same_value", None, "l", None),
     ("no seed: 2MB key{i} same_value", 2 << 20, "key{i}", "same_value", None, None, None),
     ("no seed: 4MB k{i} 60-byte EX 600", 4 << 20, "k{i}", "x" * 60, 600, None, None),
-    ("no seed: 6MB long key small int", 6 << 20, "session:{i}:state", "1", None, None, None),
+    ("no seed: 3MB long key small int", 3 << 20, "session:{i}:state", "1", None, None, None),
     ("pipelined: 2MB key{i} same_value", 2 << 20, "key{i}", "same_value", None, "m", 50),
 ]
 
@@ -529,7 +529,7 @@ def test_valkey_capacity_prediction_matches_fill(valkey_fresh: Any, case: tuple[
     _check_valkey_fill(result)
 
 
-JEMALLOC_CASES = [c for c in VALKEY_CASES if c[0].startswith(("notebook", "3MB k{i}", "8MB key{i} small"))]
+JEMALLOC_CASES = [c for c in VALKEY_CASES if c[0].startswith(("notebook", "3MB k{i}", "4MB long key"))]
 
 
 @pytest.mark.skipif(not os.path.exists(JEMALLOC), reason="Debian's libjemalloc2 is not installed")

@@ -28,6 +28,7 @@ from the sources and checked byte by byte against the ``valkey-server`` 9.1.2 th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -309,7 +310,12 @@ def children_of(count: int) -> int:
 
 
 def _poisson_children(mean: float) -> tuple[float, float]:
-    """Mean and variance of :func:`children_of` for a Poisson(``mean``) bucket."""
+    """Mean and variance of :func:`children_of` for a Poisson(``mean``) bucket (to 4 decimals of the mean)."""
+    return _poisson_children_at(round(mean, 4))
+
+
+@functools.lru_cache(maxsize=65536)
+def _poisson_children_at(mean: float) -> tuple[float, float]:
     if mean <= 0:
         return 0.0, 0.0
     p = math.exp(-mean)
@@ -490,7 +496,7 @@ def simulate_valkey_fill(
             return result
         raw = key.encode()
         main = tables["main"]
-        hashed = siphash12(state.seed, raw) if state.seed is not None else None
+        hashed = _key_hash(state.seed, raw) if state.seed is not None else None
         used += grow("main", main, i, used + need)
         used += main.add(hashed) * child
         if len(raw) not in objects:
@@ -518,6 +524,12 @@ def simulate_valkey_fill(
     result.keys = limit - 1
     result.used_memory = int(used)
     return result
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _key_hash(seed: bytes, key: bytes) -> int:
+    """:func:`siphash12`, remembered: a prediction replays the same keys several times."""
+    return siphash12(seed, key)
 
 
 def _chunk64(profile: Profile, obj: ValkeyObject) -> bool:
