@@ -16,9 +16,10 @@ from redis import Redis
 
 logger = logging.getLogger(__name__)
 
+#: The server families the project runs on, as their binaries and ``server_name`` call them.
 REDIS = "redis"
 VALKEY = "valkey"
-_TITLES = {REDIS: "Redis", VALKEY: "Valkey"}
+TITLES = {REDIS: "Redis", VALKEY: "Valkey"}
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class ServerIdentity:
     @property
     def title(self) -> str:
         """``Valkey 9.1.2`` or ``Redis 7.0.15``."""
-        return f"{_TITLES.get(self.family, self.family)} {self.version}"
+        return f"{TITLES.get(self.family, self.family)} {self.version}"
 
     @property
     def major(self) -> int:

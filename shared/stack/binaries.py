@@ -18,12 +18,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.connections.identity import REDIS, TITLES, VALKEY
+
 logger = logging.getLogger(__name__)
 
-#: The server families the project runs on, by the name their binaries carry.
-REDIS = "redis"
-VALKEY = "valkey"
-_TITLES = {REDIS: "Redis", VALKEY: "Valkey"}
 _VERSION = re.compile(r"v=(?P<version>[0-9][^ ]*).*?malloc=(?P<malloc>[^ ]+)")
 
 
@@ -40,7 +38,7 @@ class ServerBinary:
     @property
     def title(self) -> str:
         """``Valkey 9.1.2`` or ``Redis 7.0.15``."""
-        return f"{_TITLES.get(self.family, self.family)} {self.version}"
+        return f"{TITLES.get(self.family, self.family)} {self.version}"
 
     @property
     def program(self) -> str:
