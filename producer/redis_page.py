@@ -19,6 +19,7 @@ from rq_dashboard.version import VERSION as RQ_DASHBOARD_VERSION
 from shared import stats
 from shared.connections import describe
 from shared.connections.eviction import SAFE_POLICIES
+from shared.connections.identity import server_identity
 from shared.constants import MEMBER_QUEUE
 
 from .capacity import job_capacity
@@ -170,6 +171,7 @@ def gather(state: ArchiveState, now: float | None = None) -> dict[str, Any]:
     sample = state.spaces_of(MEMBER_QUEUE)[0]
     last_hour = sum(count for _, count in per_minute)
     return {
+        "server": server_identity(conn),
         "memory": {
             "used_memory": int(info.get("used_memory", 0)),
             "used_memory_peak": int(info.get("used_memory_peak", 0)),

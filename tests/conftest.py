@@ -1,7 +1,8 @@
-"""Fixtures: a private redis-server per session, flushed clients, the app, databases."""
+"""Fixtures: a private server per session (redis-server, or TEST_REDIS_SERVER=valkey), the app, databases."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,16 +13,63 @@ from flask.testing import FlaskClient
 
 from producer import create_app
 from shared.settings import Settings
+from shared.stack.binaries import SERVER_ENV
 from tests.servers import (
     MYSQL_ADMIN_URL,
     PG_ADMIN_URL,
+    REDIS_SERVER,
     RedisProc,
     close_app,
     fresh_database,
     private_redis_proc,
 )
 
-#: One real redis-server for the session, on a free port.
+# The commands the tests run (`redis-archive up`, `ha up`, `lock demo`) start the server the
+# fixtures start (TEST_REDIS_SERVER), not whatever comes first on PATH.
+os.environ.setdefault(SERVER_ENV, REDIS_SERVER)
+
+#: The core end-to-end set that `make test` runs a second time on Valkey (`-m core`): the member
+#: queue with FastWorker and plain `rq worker`, crash recovery, Sentinel failover, the lock, the
+#: cache API, the dashboard. Module (under tests/) -> (node id parts to include, or None for all;
+#: parts to leave out).
+CORE: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...]]] = {
+    "shared/connections/test_identity.py": (None, ()),
+    "system/test_e2e.py": (None, ()),
+    # FastWorker's scripts against RQ's reference states; the thread and batch modes run on Redis.
+    "consumer/test_worker.py": (
+        ("[FastWorker-", "test_scripts_flushed"),
+        ("FastWorker-threads", "FastWorker-batch"),
+    ),
+    "consumer/test_jobs.py": (None, ()),
+    "shared/stack/test_local.py": (("test_up_runs_everything",), ()),
+    "consumer/test_recovery.py": (None, ()),
+    "system/test_failover.py": (("durable_run",), ("threaded_run",)),
+    "consumer/test_failover.py": (None, ()),
+    "shared/stack/test_sentinel.py": (None, ("tls",)),
+    "shared/lock/test_redlock.py": (None, ()),
+    "producer/test_cache.py": (None, ()),
+    "producer/test_dashboard.py": (None, ()),
+    "producer/test_probes.py": (None, ()),
+}
+
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the core set (see :data:`CORE`)."""
+    for item in items:
+        rule = CORE.get(item.path.relative_to(TESTS).as_posix())
+        if rule is None:
+            continue
+        include, leave_out = rule
+        if include is not None and not any(part in item.nodeid for part in include):
+            continue
+        if any(part in item.nodeid for part in leave_out):
+            continue
+        item.add_marker(pytest.mark.core)
+
+
+#: One real server for the session, on a free port.
 redis_proc = pytest.fixture(scope="session", name="redis_proc")(private_redis_proc)
 
 

@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -33,8 +32,9 @@ from shared.stack import procs
 from shared.stack.local import producer_argv, worker_argv
 from shared.stack.sentinel import HaCluster
 
+from .servers import REDIS_SERVER
+
 WORKER_CLASS = "consumer.worker.FastWorker"
-REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 #: A worker's line for a job it put back after a failover (the job then runs again).
 _PUT_BACK = re.compile(r"job ([0-9a-f-]+) \(\w+\) put back")
 _JOB_LINE = re.compile(r"job active|job completed|createMemberJob|Job OK|result is kept|Successfully")

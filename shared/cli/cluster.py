@@ -11,9 +11,10 @@ import click
 from redis.exceptions import RedisError
 
 from shared.cli.foreground import until_stopped
+from shared.cli.options import chosen_server, server_option
 from shared.exceptions import ArchiveError
+from shared.stack.binaries import NO_SERVER
 from shared.stack.cluster import LocalCluster
-from shared.stack.local import find_redis_server
 
 
 @click.group()
@@ -31,14 +32,18 @@ def cluster() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the nodes keep config, append-only files and logs (default: a temporary directory).",
 )
-def up(masters: int, replicas: int, node_timeout_ms: int, data_dir: Path | None) -> None:
+@server_option
+def up(
+    masters: int, replicas: int, node_timeout_ms: int, data_dir: Path | None, server_choice: str | None
+) -> None:
     """Run a local cluster in the foreground, print the environment to use it, stop on Ctrl-C."""
-    found = find_redis_server()
+    found = chosen_server(server_choice)
     if found is None:
-        raise click.ClickException("no redis-server binary: put one on PATH")
+        raise click.ClickException(NO_SERVER)
+    click.echo(f"server    {found.describe()}")
     with tempfile.TemporaryDirectory(prefix="redis-archive-cluster-") as tmp:
         local = LocalCluster(
-            found[0],
+            found.path,
             data_dir or Path(tmp),
             masters=masters,
             replicas=replicas,

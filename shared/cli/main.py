@@ -18,6 +18,7 @@ from shared.cli.cluster import cluster
 from shared.cli.foreground import until_stopped
 from shared.cli.ha import ha
 from shared.cli.lock import lock
+from shared.cli.options import chosen_server, server_option
 from shared.cli.probe import probe
 from shared.constants import ALL_QUEUES, MEMBER_QUEUE
 from shared.exceptions import ArchiveError, ConfigurationError
@@ -189,12 +190,15 @@ def monitor(obj: Context) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where a private Redis keeps its append-only file.",
 )
+@server_option
 @pass_context
-def up(obj: Context, host: str, port: int, workers: int, data_dir: Path) -> None:
-    """Run Redis, the producer and workers in the foreground; Ctrl-C stops them all."""
+def up(obj: Context, host: str, port: int, workers: int, data_dir: Path, server_choice: str | None) -> None:
+    """Run Redis (or Valkey), the producer and workers in the foreground; Ctrl-C stops them all."""
     _ = obj.settings  # fail early, with a message, on a malformed environment
+    server = None if obj.redis_url else chosen_server(server_choice)
     stack = Stack(
         redis_url=obj.redis_url,
+        server=server,
         host=host,
         port=port,
         workers=workers,

