@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from typing import Any
 
 from redis import Redis
@@ -66,12 +67,23 @@ def recover_dead_workers(
     return handled
 
 
+#: Seconds a recoverer holds a dead worker: if it dies half-way, another one finishes after this.
+RECOVERY_LOCK_SECONDS = 30
+
+
 def recover_worker(
     connection: Redis, name: str, serializer: Any = JSONSerializer, keys: Keys = KEYS
 ) -> list[str]:
     """Re-queue (or fail) the jobs worker ``name`` was running, once, and register its death."""
-    # Whoever removes the beat owns the recovery: two monitors never re-queue a job twice.
-    if not connection.zrem(keys.heartbeats, name):
+    # Whoever takes the recovery lock owns the recovery: two monitors never re-queue a job twice.
+    # The beat goes only at the end, with the lock: a recoverer cut off half-way (a lost
+    # connection, a full Redis refusing the re-queue) leaves the worker dead and listed, and
+    # the next scan after the lock expires finishes the work (jobs already handled are skipped).
+    lock = keys.recovering(name)
+    if not connection.set(lock, uuid.uuid4().hex, nx=True, ex=RECOVERY_LOCK_SECONDS):
+        return []
+    if connection.zscore(keys.heartbeats, name) is None:
+        connection.delete(lock)  # recovered by someone else just before we looked
         return []
     worker_key = keys.worker(name)
     executions_key = keys.worker_executions(name)
@@ -82,12 +94,14 @@ def recover_worker(
             handled.append(job_id)
     queues = as_text(connection.hget(worker_key, "queues") or b"")
     with connection.pipeline() as pipe:
+        pipe.zrem(keys.heartbeats, name)
         pipe.srem(keys.workers, worker_key)
         for queue in filter(None, queues.split(",")):
             pipe.srem(keys.workers_of(queue), worker_key)
         pipe.hset(worker_key, "death", utcformat(now()))
         pipe.expire(worker_key, 60)
         pipe.delete(executions_key)
+        pipe.delete(lock)
         pipe.execute()
     logger.info("worker %s declared dead; %d job(s) recovered", name, len(handled))
     return handled

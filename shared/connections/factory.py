@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from redis import Redis
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
+from shared.connections.rideout import RideOutRetry, quick_retry
 from shared.exceptions import ConfigurationError
 from shared.settings import Settings
 
@@ -54,8 +55,19 @@ def _client_options(settings: Settings) -> dict[str, Any]:
         "socket_connect_timeout": settings.socket_timeout,
         "health_check_interval": 30,
         # One quick reconnect inside redis-py; longer waits are the caller's business.
-        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+        "retry": quick_retry(),
     }
+
+
+def rq_client_options(settings: Settings) -> dict[str, Any]:
+    """Options of the client RQ builds from ``consumer.settings``: it rides out outages.
+
+    RQ's stock workers end on a connection error met outside the blocking pop; with
+    :class:`~shared.connections.rideout.RideOutRetry` every command waits for Redis for up to
+    ``WORKER_MASTER_TIMEOUT`` seconds instead. Failover-aware workers (``FastWorker``) put the
+    quick policy back and handle the outage themselves.
+    """
+    return {**_client_options(settings), "retry": RideOutRetry(settings.worker_master_timeout)}
 
 
 def _tls_options(settings: Settings) -> dict[str, Any]:
@@ -187,7 +199,7 @@ def rq_sentinel_config(settings: Settings) -> dict[str, Any]:
         "PASSWORD": master.pop("password", None),
         "SOCKET_TIMEOUT": settings.socket_timeout,
         "SSL": master.pop("ssl", False),
-        "CONNECTION_KWARGS": {**master, **_client_options(settings)},
+        "CONNECTION_KWARGS": {**master, **rq_client_options(settings)},
         "SENTINEL_KWARGS": sentinel_options(settings),
     }
 
