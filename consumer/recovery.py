@@ -1,4 +1,4 @@
-"""Abandoned-job recovery: re-queue the jobs of fast workers whose heartbeat stopped.
+"""Abandoned-job recovery (and RQ's scheduler): re-queue the jobs of fast workers whose heartbeat stopped.
 
 Every :class:`consumer.worker.FastWorker` beats into a sorted set every few seconds. When a
 worker's last beat is older than the stale limit (``HEARTBEAT_TIMEOUT`` less a margin, so the
@@ -7,6 +7,9 @@ worker or the monitor (``python -m consumer.recovery``) takes the dead worker's 
 each job still started by it goes back to its queue, counted as an attempt (one retry used),
 or to the failed registry when no attempt is left. Jobs are idempotent, so a re-run after a
 death writes its effect once.
+
+The monitor also runs RQ's scheduler (:mod:`shared.scheduler`), so due retries and
+``enqueue_at`` jobs go back to their queues when no worker runs ``--with-scheduler``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from rq.timeouts import UnixSignalDeathPenalty
 from rq.utils import as_text, now, utcformat
 
 from shared.rqmodel.internals import push_back
+from shared.scheduler import ScheduledJobMover
 from shared.rqmodel.keys import KEYS, Keys, parse_member
 
 from .events import log_abandoned
@@ -155,16 +159,27 @@ def _recover_job(connection: Redis, worker: str, job_id: str, execution_id: str,
 
 
 def run_monitor(connection: Redis, heartbeat_timeout: float, stop: threading.Event | None = None) -> None:
-    """Scan for dead workers every second until ``stop`` is set."""
+    """Every second until ``stop`` is set: recover dead workers' jobs, move due scheduled jobs."""
     stop = stop or threading.Event()
     stale = stale_after(heartbeat_timeout)
-    logger.info("recovery monitor: workers silent for %.1fs are dead", stale)
-    while not stop.is_set():
+    logger.info("recovery monitor: workers silent for %.1fs are dead; running RQ's scheduler", stale)
+    mover = ScheduledJobMover(connection, role="monitor")
+    try:
+        while not stop.is_set():
+            try:
+                recover_dead_workers(connection, stale)
+            except RedisError as exc:
+                logger.warning("recovery monitor: %s", exc)
+            try:
+                mover.tick()
+            except RedisError as exc:
+                logger.warning("recovery monitor: scheduler: %s", exc)
+            stop.wait(SCAN_INTERVAL)
+    finally:
         try:
-            recover_dead_workers(connection, stale)
+            mover.close()
         except RedisError as exc:
-            logger.warning("recovery monitor: %s", exc)
-        stop.wait(SCAN_INTERVAL)
+            logger.warning("recovery monitor: could not release the scheduler's locks: %s", exc)
 
 
 def main() -> None:
