@@ -97,3 +97,20 @@ def test_retries_run_with_plain_workers_and_the_monitor(
         log.close()
     assert r.get("runs") == b"3"
     assert later.return_value() == 5
+
+
+def test_the_monitor_retries_a_stock_workers_abandoned_job(r: redis.Redis) -> None:
+    """A stock worker killed with its horse leaves an execution whose heartbeat runs out."""
+    from consumer.recovery import clean_started_registries
+
+    queue = Queue("member", connection=r, serializer=JSONSerializer)
+    job = queue.enqueue("tests.parity_jobs.add", 1, 2, retry=Retry(max=2, interval=0))
+    assert queue.dequeue_any([queue], None, connection=r, serializer=JSONSerializer) is not None
+    job.set_status(JobStatus.STARTED)
+    r.zadd(queue.started_job_registry.key, {f"{job.id}:dead-execution": 1})  # long expired
+    clean_started_registries(r, ("member", "goods"))
+    job.refresh()
+    assert job.get_status() == JobStatus.QUEUED
+    assert job.retries_left == 1
+    assert queue.job_ids == [job.id]
+    assert r.zcard(queue.started_job_registry.key) == 0
