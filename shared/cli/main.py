@@ -106,6 +106,13 @@ def monitor(obj: Context) -> None:
 @click.option("--port", envvar="PORT", default=1111, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", "-n", default=2, show_default=True, type=click.IntRange(0, 32))
 @click.option(
+    "--plain-workers",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 32),
+    help="Stock `rq worker -c consumer.settings -S json` processes beside the fast ones.",
+)
+@click.option(
     "--data-dir",
     default="var",
     show_default=True,
@@ -113,14 +120,18 @@ def monitor(obj: Context) -> None:
     help="Where a private Redis keeps its append-only file.",
 )
 @pass_context
-def up(obj: Context, host: str, port: int, workers: int, data_dir: Path) -> None:
-    """Run Redis, the producer and workers in the foreground; Ctrl-C stops them all."""
+def up(obj: Context, host: str, port: int, workers: int, plain_workers: int, data_dir: Path) -> None:
+    """Run Redis, the producer and workers in the foreground; Ctrl-C stops them all.
+
+    Children that exit are started again (and ``up`` says so).
+    """
     _ = obj.settings  # fail early, with a message, on a malformed environment
     stack = Stack(
         redis_url=obj.redis_url,
         host=host,
         port=port,
         workers=workers,
+        plain_workers=plain_workers,
         data_dir=data_dir,
         say=lambda line: click.echo(line),
     )

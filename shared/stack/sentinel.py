@@ -75,6 +75,8 @@ class HaCluster:
     failover_timeout_ms: int = 10000
     password: str | None = None
     sentinel_password: str | None = None
+    #: Data nodes keep an append-only file (fsync every second), so a restarted node keeps its data.
+    appendonly: bool = False
     data_nodes: list[Node] = field(default_factory=list)
     sentinel_nodes: list[Node] = field(default_factory=list)
 
@@ -86,7 +88,7 @@ class HaCluster:
             "--dir", str(directory),
             "--logfile", str(directory / "redis.log"),
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.appendonly else "no",
             "--maxmemory-policy", "noeviction",
             # Replicas start streaming at once instead of waiting 5 s for more replicas to join.
             "--repl-diskless-sync-delay", "0",
@@ -235,6 +237,16 @@ class HaCluster:
         logger.info("killing master %s on port %s", node.name, node.port)
         node.kill(signal.SIGKILL)
         return node
+
+    def restart(self, node: Node, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        """Stop ``node`` (SIGTERM: a data node writes its append-only file first) and start it again.
+
+        A master comes back with its data when the cluster keeps append-only files; a node
+        that was demoted or replaced while away is turned into a replica by the Sentinels.
+        """
+        node.kill(sig)
+        node.start()
+        self._wait(lambda: self._pings(node), timeout, f"{node.name} did not come back")
 
     def wait_for_new_master(self, old: Node, timeout: float = 30.0) -> Node:
         """Wait until the Sentinels name another master and it answers as one."""
