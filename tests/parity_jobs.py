@@ -71,3 +71,15 @@ def record(key: str, label: str) -> str:
     assert job is not None
     job.connection.rpush(key, label)
     return label
+
+
+def hold(path: str, timeout: float = 60.0) -> str:
+    """Create ``path + ".started"``, wait until ``path`` exists, return ``"released"`` (mid-job faults)."""
+    with open(path + ".started", "w"):
+        pass
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+    return "released"
