@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from shared.cli.ha import ha
+from shared.cli.jobs import jobs
 from shared.cli.lock import lock
 from shared.cli.probe import probe
 from shared.constants import ALL_QUEUES
@@ -143,6 +144,7 @@ def up(obj: Context, host: str, port: int, workers: int, plain_workers: int, dat
 
 
 main.add_command(ha)
+main.add_command(jobs)
 main.add_command(lock)
 main.add_command(probe)
 
