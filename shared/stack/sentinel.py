@@ -238,14 +238,33 @@ class HaCluster:
         node.kill(signal.SIGKILL)
         return node
 
+    def role(self, node: Node) -> str:
+        """``master`` or ``slave``, as the node itself says."""
+        with self.client(node) as client:
+            role = client.execute_command("ROLE")
+        value = role[0]
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def start_node(self, node: Node, replica_of: Node | None) -> None:
+        """Start a stopped data node as a master or as a replica of ``replica_of``.
+
+        Nodes started from a command line have no config file for the Sentinels to rewrite, so
+        the role a node starts with is chosen here: the one it had, or a replica of the master
+        that replaced it (a node started with the replica-of of its first start would follow a
+        node that may itself be a replica now, and empty itself syncing from it).
+        """
+        node.argv = self._data_argv(node.port, node.directory, replica_of.port if replica_of else None)
+        node.start()
+
     def restart(self, node: Node, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         """Stop ``node`` (SIGTERM: a data node writes its append-only file first) and start it again.
 
-        A master comes back with its data when the cluster keeps append-only files; a node
-        that was demoted or replaced while away is turned into a replica by the Sentinels.
+        It comes back in the role it had (a master with its data when the cluster keeps
+        append-only files); a node replaced while away is turned into a replica by the Sentinels.
         """
+        master = None if self.role(node) == "master" else self.master()
         node.kill(sig)
-        node.start()
+        self.start_node(node, master)
         self._wait(lambda: self._pings(node), timeout, f"{node.name} did not come back")
 
     def wait_for_new_master(self, old: Node, timeout: float = 30.0) -> Node:

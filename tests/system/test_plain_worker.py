@@ -156,12 +156,10 @@ def test_plain_worker_survives_a_full_redis_mid_job(
         worker.close()
 
 
-def test_plain_worker_gives_up_past_the_limit_with_a_clear_message(tmp_path: Path) -> None:
-    server = start_redis(tmp_path / "redis")
-    env = _env(REDIS_URL=server.url, WORKER_MASTER_TIMEOUT="2")
-    worker = Plain(env, [], tmp_path / "worker.log")
+def test_plain_worker_gives_up_past_the_limit_with_a_clear_message(aof_redis: RedisProc, tmp_path: Path) -> None:
+    worker = Plain(_env(REDIS_URL=aof_redis.url, WORKER_MASTER_TIMEOUT="2"), [], tmp_path / "worker.log")
     try:
-        server.kill()
+        aof_redis.kill()
         assert procs.wait_until(lambda: worker.proc.poll() is not None, 30), worker.text()[-2000:]
     finally:
         worker.close()
