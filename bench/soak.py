@@ -29,13 +29,17 @@ from tests.soak_scenario import SCHEDULE, SHORT_SCHEDULE, run_soak  # noqa: E402
 
 def main() -> None:
     """Run the soak once and print its report."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=300.0, help="length of the load")
     parser.add_argument("--rate", type=float, default=20.0, help="POSTs per second per lane")
     parser.add_argument("--db-outage", type=float, default=10.0, help="seconds each database is down")
     parser.add_argument("--full-seconds", type=float, default=5.0, help="seconds Redis stays full")
     parser.add_argument(
-        "--short", action="store_true", help="each kind of fault once (the test's schedule) instead of the full one"
+        "--short",
+        action="store_true",
+        help="each kind of fault once (the test's schedule) instead of the full one",
     )
     parser.add_argument("--keep", action="store_true", help="keep the logs directory")
     args = parser.parse_args()

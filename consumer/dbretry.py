@@ -80,7 +80,7 @@ def retry_later(job: Job, error: SQLAlchemyError) -> Retry:
     reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
     if waited >= horizon:
         logger.error(
-            "job %s (%s): database unreachable for %.0fs (DB_RETRY_SECONDS=%g); counting a failed attempt: %s",
+            "job %s (%s): database unreachable for %.0fs (DB_RETRY_SECONDS=%g); a failed attempt: %s",
             job.id,
             job_name(job),
             waited,

@@ -205,7 +205,9 @@ class FailoverMixin(WorkerInternals):
                 continue
             if full is not None:
                 self.log.warning(
-                    "Worker %s: Redis takes writes again after %.1fs", self.name, time.monotonic() - full.started
+                    "Worker %s: Redis takes writes again after %.1fs",
+                    self.name,
+                    time.monotonic() - full.started,
                 )
             return result
 

@@ -39,8 +39,8 @@ from rq.utils import as_text, now, utcformat
 
 from shared.constants import ALL_QUEUES
 from shared.rqmodel.internals import push_back
-from shared.scheduler import ScheduledJobMover
 from shared.rqmodel.keys import KEYS, Keys, parse_member
+from shared.scheduler import ScheduledJobMover
 
 from .events import log_abandoned
 

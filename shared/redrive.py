@@ -151,4 +151,3 @@ def requeue_failed(
         else:
             report.requeued.append(failed.id)
     return report
-

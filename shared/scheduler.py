@@ -66,14 +66,14 @@ class ScheduledJobMover:
             self._born = True
         if self.held != self.queues:
             # Locks held elsewhere expire when their holder dies (RQ: the interval + 60 s).
-            self.scheduler.acquire_locks()
+            self.scheduler.acquire_locks()  # type: ignore[no-untyped-call]
         if self.held:
-            self.scheduler.heartbeat()
+            self.scheduler.heartbeat()  # type: ignore[no-untyped-call]
         if self.held:
-            self.scheduler.enqueue_scheduled_jobs()
+            self.scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
         return self.held
 
     def close(self) -> None:
         """Release the locks (another process takes over at once) and the scheduler's record."""
         if self._born:
-            self.scheduler.stop()
+            self.scheduler.stop()  # type: ignore[no-untyped-call]

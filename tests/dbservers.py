@@ -193,4 +193,3 @@ class PrivateMariaDB:
             self.stop(signal.SIGKILL)
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
-

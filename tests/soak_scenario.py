@@ -178,7 +178,9 @@ class Lane:
             sys.executable, "-m", "shared.cli", "up", "--port", str(self.port),
             "--workers", "1", "--plain-workers", "1", "--data-dir", str(self.directory / "var"),
         ]  # fmt: skip
-        self.proc = procs.spawn(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=str(ROOT))
+        self.proc = procs.spawn(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=str(ROOT)
+        )
         self._reader = threading.Thread(target=self._read, daemon=True, name=f"up-{self.name}")
         self._reader.start()
         ready = procs.wait_until(
@@ -475,8 +477,8 @@ class SoakReport:
         posts = self.posts
         accepted = sum(len(lane.accepted) for lane in self.lanes)
         lines = [
-            f"soak: {self.seconds:.0f}s of load at {self.rate:g} POSTs/s per lane, {len(self.faults)} faults, "
-            f"then {self.drain_seconds:.0f}s until every acknowledged member was written ({self.directory})",
+            f"soak: {self.seconds:.0f}s of load at {self.rate:g} POSTs/s per lane, {len(self.faults)} faults,"
+            f" then {self.drain_seconds:.0f}s until every acknowledged job had ended ({self.directory})",
             "",
             "faults (seconds from the start of the load; recovery = from the fault's start to the end of the",
             "first job that started after it, per lane it hit):",
@@ -509,7 +511,9 @@ class SoakReport:
             + (f"{self.max_recovery:.1f}s" if self.max_recovery is not None else "n/a"),
         ]
         for lane in self.lanes:
-            states = ", ".join(f"{name} {'alive' if up else 'DEAD'}" for name, up in sorted(lane.alive.items()))
+            states = ", ".join(
+                f"{name} {'alive' if up else 'DEAD'}" for name, up in sorted(lane.alive.items())
+            )
             restarted = Counter(name for name, _ in lane.restarts)
             said = ", ".join(f"{name} x{n}" for name, n in sorted(restarted.items())) or "none"
             lines.append(
@@ -636,7 +640,9 @@ def _settled(lane: Lane) -> bool:
     ended = (JobStatus.FINISHED, JobStatus.FAILED)
     if any(job is not None and job.get_status(refresh=False) not in ended for job in jobs):
         return False
-    finished = {job.id for job in jobs if job is not None and job.get_status(refresh=False) == JobStatus.FINISHED}
+    finished = {
+        job.id for job in jobs if job is not None and job.get_status(refresh=False) == JobStatus.FINISHED
+    }
     return finished <= _row_ids(lane.database_url)
 
 
@@ -661,7 +667,9 @@ def _lane_result(lane: Lane) -> LaneResult:
     wanted = set(accepted)
     ours = [job_id for job_id in ids if job_id in wanted]
     jobs = _jobs(lane, accepted)
-    finished = sum(1 for job in jobs if job is not None and job.get_status(refresh=False) == JobStatus.FINISHED)
+    finished = sum(
+        1 for job in jobs if job is not None and job.get_status(refresh=False) == JobStatus.FINISHED
+    )
     failed = [job.id for job in jobs if job is not None and job.get_status(refresh=False) == JobStatus.FAILED]
     return LaneResult(
         name=lane.name,

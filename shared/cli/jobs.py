@@ -18,7 +18,7 @@ from shared.redrive import FailedJob, Redrive, failed_jobs, parse_since, requeue
 logger = logging.getLogger(__name__)
 
 
-class Since(click.ParamType):
+class Since(click.ParamType):  # type: ignore[type-arg]
     """``30s``, ``10m``, ``2h``, ``1d`` ago, or an ISO 8601 time."""
 
     name = "since"
@@ -154,4 +154,6 @@ def _report(report: Redrive, dry_run: bool, as_json: bool) -> None:
         return
     for job_id, why in report.skipped:
         click.echo(f"skipped {job_id}: {why}")
-    click.echo(f"requeued {len(report.requeued)} of {len(report.matched)} matching failed job(s) on {report.queue}")
+    click.echo(
+        f"requeued {len(report.requeued)} of {len(report.matched)} matching failed job(s) on {report.queue}"
+    )

@@ -88,7 +88,7 @@ class RideOutRetry(Retry):
 
     __hash__ = object.__hash__
 
-    def call_with_retry(  # type: ignore[override]
+    def call_with_retry(
         self,
         do: Callable[[], T],
         fail: Callable[..., Any],
@@ -191,7 +191,7 @@ def give_url_options(url: str, options: dict[str, Any]) -> None:
         original = Redis.from_url.__func__  # type: ignore[attr-defined]
         _original_from_url = original
 
-        def from_url(cls: type[Redis], url: str, **kwargs: Any) -> Redis:
+        def from_url(cls: type[Redis], /, url: str, **kwargs: Any) -> Redis:
             extra = _url_options.get(url)
             if extra is not None and not kwargs:
                 kwargs = dict(extra)

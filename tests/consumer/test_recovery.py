@@ -67,9 +67,7 @@ def test_retries_run_with_plain_workers_and_the_monitor(
     )
     env.pop("REDIS_SENTINELS", None)
     queue = Queue("member", connection=r, serializer=JSONSerializer)
-    job = queue.enqueue(
-        "tests.parity_jobs.fail_then_succeed", "runs", 2, retry=Retry(max=2, interval=[1, 1])
-    )
+    job = queue.enqueue("tests.parity_jobs.fail_then_succeed", "runs", 2, retry=Retry(max=2, interval=[1, 1]))
     later = queue.enqueue_in(timedelta(seconds=1), "tests.parity_jobs.add", 2, 3)
     log = open(tmp_path / "procs.log", "wb")  # noqa: SIM115
     worker = spawn(
@@ -85,8 +83,8 @@ def test_retries_run_with_plain_workers_and_the_monitor(
         assert job.get_status(refresh=True) == JobStatus.SCHEDULED and r.get("runs") == b"1"
         procs_started.append(spawn(monitor_argv(), env=env, stdout=log, stderr=log, cwd=str(ROOT)))
         assert wait_until(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, 30), (
-            (tmp_path / "procs.log").read_text()[-3000:]
-        )
+            tmp_path / "procs.log"
+        ).read_text()[-3000:]
         assert wait_until(lambda: later.get_status(refresh=True) == JobStatus.FINISHED, 30)
         # The monitor holds RQ's scheduler lock of the queue.
         holder = r.get("rq:scheduler-lock:member")

@@ -236,7 +236,9 @@ def test_requeue_delete_and_empty(
 def test_requeue_gives_a_failed_job_its_attempts_back(
     dash: FlaskClient, r: redis.Redis, settings: Settings, worker_env: Any
 ) -> None:
-    failed = enqueue(r, settings, {"bad": True}, **job_options(settings.with_overrides(retry_intervals=(0,)), "x"))
+    failed = enqueue(
+        r, settings, {"bad": True}, **job_options(settings.with_overrides(retry_intervals=(0,)), "x")
+    )
     work(r)
     failed.refresh()
     assert failed.get_status() == JobStatus.FAILED and failed.retries_left == 0

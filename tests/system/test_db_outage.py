@@ -73,9 +73,13 @@ def test_postgres_restart_under_load_writes_every_member_once(
     port = procs.free_port()
     logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("producer", "rq-1", "rq-2")}  # noqa: SIM115
     children = [
-        procs.spawn(producer_argv("127.0.0.1", port, 1), env=env, stdout=logs["producer"], stderr=logs["producer"]),
+        procs.spawn(
+            producer_argv("127.0.0.1", port, 1), env=env, stdout=logs["producer"], stderr=logs["producer"]
+        ),
         *(
-            procs.spawn(plain_worker_argv(("member",)), env=env, stdout=logs[n], stderr=logs[n], cwd=str(ROOT))
+            procs.spawn(
+                plain_worker_argv(("member",)), env=env, stdout=logs[n], stderr=logs[n], cwd=str(ROOT)
+            )
             for n in ("rq-1", "rq-2")
         ),
     ]
@@ -87,7 +91,9 @@ def test_postgres_restart_under_load_writes_every_member_once(
         assert "--with-scheduler" not in " ".join(plain_worker_argv(("member",)))
         client = Client(port, 30.0)
         client.start()
-        assert procs.wait_until(lambda: len(_rows(postgres.url)) >= 20, 60), "no member written before the outage"
+        assert procs.wait_until(lambda: len(_rows(postgres.url)) >= 20, 60), (
+            "no member written before the outage"
+        )
         stopped_at = time.monotonic()
         postgres.stop("fast")
         time.sleep(OUTAGE_SECONDS)  # the outage itself

@@ -64,7 +64,9 @@ def _env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def _fault_mid_job(worker: Plain, tmp_path: Path, fault: Callable[[], None], recover: Callable[[], None]) -> None:
+def _fault_mid_job(
+    worker: Plain, tmp_path: Path, fault: Callable[[], None], recover: Callable[[], None]
+) -> None:
     release = str(tmp_path / "release")
     job = worker.queue().enqueue("tests.parity_jobs.hold", release)
     assert procs.wait_until(lambda: os.path.exists(release + ".started"), 60), worker.text()[-2000:]
@@ -82,7 +84,9 @@ def _fault_mid_job(worker: Plain, tmp_path: Path, fault: Callable[[], None], rec
     assert procs.wait_until(finished, 60, interval=0.2), worker.text()[-3000:]
     assert worker.proc.poll() is None, worker.text()[-3000:]
     after = worker.queue().enqueue("tests.parity_jobs.add", 2, 3)
-    assert procs.wait_until(lambda: after.get_status(refresh=True) == JobStatus.FINISHED, 60), worker.text()[-3000:]
+    assert procs.wait_until(lambda: after.get_status(refresh=True) == JobStatus.FINISHED, 60), worker.text()[
+        -3000:
+    ]
     assert Job.fetch(after.id, connection=worker.redis, serializer=JSONSerializer).return_value() == 5
     assert worker.redis.smembers("rq:workers") == {worker.key}, "the worker is not the one that started"
     text = worker.text()
@@ -129,15 +133,15 @@ def test_plain_worker_survives_a_redis_restart_mid_job(
     worker = Plain(_env(REDIS_URL=aof_redis.url), WORKER_CLASSES[extra], tmp_path / "worker.log")
     try:
         # SIGTERM: Redis writes its append-only file and exits; it comes back with the jobs.
-        _fault_mid_job(worker, tmp_path, fault=lambda: aof_redis.kill(signal.SIGTERM), recover=aof_redis.start)
+        _fault_mid_job(
+            worker, tmp_path, fault=lambda: aof_redis.kill(signal.SIGTERM), recover=aof_redis.start
+        )
     finally:
         worker.close()
 
 
 @pytest.mark.parametrize("extra", list(WORKER_CLASSES))
-def test_plain_worker_survives_a_full_redis_mid_job(
-    aof_redis: RedisProc, tmp_path: Path, extra: str
-) -> None:
+def test_plain_worker_survives_a_full_redis_mid_job(aof_redis: RedisProc, tmp_path: Path, extra: str) -> None:
     worker = Plain(_env(REDIS_URL=aof_redis.url), WORKER_CLASSES[extra], tmp_path / "worker.log")
     admin = aof_redis.client()
 
@@ -156,7 +160,9 @@ def test_plain_worker_survives_a_full_redis_mid_job(
         worker.close()
 
 
-def test_plain_worker_gives_up_past_the_limit_with_a_clear_message(aof_redis: RedisProc, tmp_path: Path) -> None:
+def test_plain_worker_gives_up_past_the_limit_with_a_clear_message(
+    aof_redis: RedisProc, tmp_path: Path
+) -> None:
     worker = Plain(_env(REDIS_URL=aof_redis.url, WORKER_MASTER_TIMEOUT="2"), [], tmp_path / "worker.log")
     try:
         aof_redis.kill()

@@ -109,7 +109,9 @@ def test_since_and_error_type_parsing() -> None:
     assert parse_since("90s", now) == now - timedelta(seconds=90)
     assert parse_since("2h", now) == now - timedelta(hours=2)
     assert parse_since("2026-01-01T00:00:00", now) == datetime(2026, 1, 1, tzinfo=UTC)
-    trace = "Traceback (most recent call last):\n  ...\nsqlalchemy.exc.OperationalError: (psycopg...) refused\n"
+    trace = (
+        "Traceback (most recent call last):\n  ...\nsqlalchemy.exc.OperationalError: (psycopg...) refused\n"
+    )
     assert error_type(trace) == "sqlalchemy.exc.OperationalError"
     assert error_type("Worker w died running it (AbandonedJobError)") == "AbandonedJobError"
     assert error_type("") is None
