@@ -132,12 +132,12 @@ class RideOutRetry(Retry):
                 time.sleep(min(delay, self.horizon - waited))
                 delay = min(delay * 2, MAX_DELAY)
                 continue
-            if failures:
+            if failures or self._gave_up:
                 self._recovered()
             return result
 
     def _recovered(self) -> None:
-        """A call got through after failing: Redis is back."""
+        """A call got through after failing (or after the process gave up): Redis is back."""
         self._gave_up = False
         reported, self._reported_at = self._reported_at, None
         if reported is not None:
