@@ -429,7 +429,8 @@ class SoakReport:
 
     @property
     def refusals(self) -> Counter[str]:
-        return Counter(p.reason or "?" for p in self.posts if p.status == 503)
+        """503s by reason (numbers in the message folded, so that one reason is one line)."""
+        return Counter(re.sub(r"\d+", "N", p.reason or "?") for p in self.posts if p.status == 503)
 
     @property
     def refused_without_retry_after(self) -> int:

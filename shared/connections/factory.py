@@ -33,16 +33,27 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 
 
 class SentinelConnection(SentinelManagedConnection):
-    """redis-py's Sentinel-managed connection, but one whose interrupted read drops the socket.
+    """redis-py's Sentinel-managed connection, fixed in two ways.
 
-    redis-py's class reads with ``disconnect_on_error=False``, so a read cut short by an
-    exception (a worker's SIGTERM during ``BLMOVE``) leaves the connection in the pool with
-    the old reply still pending: the next command on it reads the wrong reply or hangs.
+    - An interrupted read drops the socket: redis-py's class reads with
+      ``disconnect_on_error=False``, so a read cut short by an exception (a worker's SIGTERM
+      during ``BLMOVE``) leaves the connection in the pool with the old reply still pending:
+      the next command on it reads the wrong reply or hangs.
+    - A reconnect asks the Sentinels again: redis-py reconnects a dropped connection inside
+      ``send_packed_command`` to the address it had, so a command retried on the same
+      connection (redis-py's retry policy, :class:`~shared.connections.rideout.RideOutRetry`)
+      knocks on the dead master, or on the old master turned replica (``READONLY``), for as long
+      as it retries, however soon the Sentinels name the new one.
     """
 
     def read_response(self, disable_decoding: bool = False, **kwargs: Any) -> Any:
         kwargs.setdefault("disconnect_on_error", True)
         return super().read_response(disable_decoding, **kwargs)
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self._sock is None:
+            self.connect()  # type: ignore[no-untyped-call]  # through the Sentinels, not the old address
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
 class SentinelSSLConnection(SentinelConnection, SSLConnection):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import threading
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -14,10 +16,18 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from consumer.worker import FastWorker
-from shared.connections import RedisGaveUpError, RideOutRetry, give_url_options, rq_client_options
+from shared.connections import (
+    RedisGaveUpError,
+    RideOutRetry,
+    close_redis,
+    get_redis,
+    give_url_options,
+    rq_client_options,
+)
 from shared.settings import Settings
-from shared.stack.procs import free_port
-from tests.servers import RedisProc
+from shared.stack.procs import free_port, wait_until
+from shared.stack.sentinel import HaCluster
+from tests.servers import REDIS_SERVER, RedisProc
 
 
 def _failing(errors: list[Exception]) -> tuple[list[int], object]:
@@ -115,3 +125,35 @@ def test_fast_workers_take_the_quick_policy_back(r: redis.Redis, redis_proc: Red
     assert not isinstance(pool.connection_kwargs["retry"], RideOutRetry)
     assert all(not isinstance(c.retry, RideOutRetry) for c in pool._available_connections)
     client.close()
+
+
+def test_a_command_cut_off_by_a_failover_lands_on_the_new_master(tmp_path: Path) -> None:
+    """A blocking pop on the master when it dies: retried on the same connection, it must ask
+    the Sentinels again rather than knock on the dead address until the horizon."""
+    cluster = HaCluster(REDIS_SERVER, tmp_path / "redis", down_after_ms=1000)
+    cluster.start()
+    settings = Settings.from_env(cluster.env())
+    client = get_redis(settings, retry=RideOutRetry(30), socket_timeout=30)
+    admin = get_redis(settings, retry=RideOutRetry(30))
+    popped: list[object] = []
+    try:
+        assert client.ping()
+        waiter = threading.Thread(target=lambda: popped.append(client.blpop(["archive:test:handoff"], 25)))
+        waiter.start()
+        assert wait_until(lambda: admin.client_list(_type="normal") and _blocked(admin), 10)
+        old = cluster.kill_master()
+        cluster.wait_for_new_master(old)
+        # The old node comes back as a replica: a retry on the old address would now get READONLY.
+        cluster.start_node(old, replica_of=cluster.master())
+        assert wait_until(lambda: _blocked(admin), 15), "the pop did not block again on the new master"
+        admin.rpush("archive:test:handoff", "after the failover")
+        waiter.join(20)
+    finally:
+        close_redis(client)
+        close_redis(admin)
+        cluster.stop()
+    assert popped == [(b"archive:test:handoff", b"after the failover")]
+
+
+def _blocked(admin: redis.Redis) -> bool:
+    return any(c.get("cmd") == "blpop" for c in admin.client_list(_type="normal"))
