@@ -276,10 +276,14 @@ class Fault:
 
     kind: str
     lanes: tuple[str, ...]
+    #: Seconds from the start of the load.
     at: float = 0.0
+    #: Monotonic times: when the fault began, and when what it took away was back.
+    began: float = 0.0
     ended: float = 0.0
     detail: str = ""
-    #: Seconds from the fault's start to the end of the first job started after it, per lane hit.
+    #: Seconds from the fault's start to the end of the first job after it (see
+    #: :func:`_first_finished_after`), per lane it hit; ``None``: no job finished after it.
     recovery: dict[str, float | None] = field(default_factory=dict)
 
 
@@ -481,14 +485,17 @@ class SoakReport:
             f"soak: {self.seconds:.0f}s of load at {self.rate:g} POSTs/s per lane, {len(self.faults)} faults,"
             f" then {self.drain_seconds:.0f}s until every acknowledged job had ended ({self.directory})",
             "",
-            "faults (seconds from the start of the load; recovery = from the fault's start to the end of the",
-            "first job that started after it, per lane it hit):",
+            "faults (seconds from the start of the load; the fault's length; recovery = from the fault's",
+            "start to the end of the first job that started after it began and ended after it ended):",
         ]
         for fault in self.faults:
             recovery = ", ".join(
                 f"{lane} {'never' if v is None else f'{v:.1f}s'}" for lane, v in fault.recovery.items()
             )
-            lines.append(f"  {fault.at:6.1f}s  {fault.kind}: {fault.detail}; recovery {recovery}")
+            length = fault.ended - (fault.began or fault.ended)
+            lines.append(
+                f"  {fault.at:6.1f}s  {fault.kind} ({length:.1f}s): {fault.detail}; recovery {recovery}"
+            )
         lines += [
             "",
             f"requests sent            {len(posts)}",
@@ -581,11 +588,11 @@ def run_soak(
             time.sleep(max(0.0, start + at - time.monotonic()))
             fault = Fault(kind, HITS.get(kind, tuple(lanes)), at=time.monotonic() - start)
             say(f"{fault.at:6.1f}s  {kind}")
-            began = time.monotonic()
+            fault.began = time.monotonic()
             ACTIONS[kind](top, fault)
             fault.ended = fault.ended or time.monotonic()
-            fault.at = began - start
-            say(f"         {fault.detail} ({time.monotonic() - began:.1f}s)")
+            fault.at = fault.began - start
+            say(f"         {fault.detail} ({time.monotonic() - fault.began:.1f}s)")
             faults.append(fault)
         time.sleep(max(0.0, start + seconds - time.monotonic()))
         for lane in lanes.values():
@@ -605,7 +612,7 @@ def run_soak(
         results = [_lane_result(lane) for lane in lanes.values()]
         for fault in faults:
             for name in fault.lanes:
-                fault.recovery[name] = _first_finished_after(lanes[name], start + fault.at)
+                fault.recovery[name] = _first_finished_after(lanes[name], start + fault.at, fault.ended)
         return SoakReport(seconds, rate, faults, results, drain_seconds, directory)
     finally:
         for lane in lanes.values():
@@ -691,23 +698,26 @@ def _aware(when: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _first_finished_after(lane: Lane, at: float) -> float | None:
-    """Seconds from ``at`` (monotonic) to the end of the first job of ``lane`` started after it.
+def _first_finished_after(lane: Lane, began: float, ended: float) -> float | None:
+    """Seconds from ``began`` (monotonic) to the end of ``lane``'s first job after the fault.
 
-    Started after it: a job already running when the fault began may finish (or have its end
-    written) later without the system having recovered.
+    That job started after the fault began and finished after it ended: a job already running
+    when the fault began, or one that ended in the moment before the fault took hold, may
+    finish without the system having recovered.
     """
     offset = time.time() - time.monotonic()
-    after = datetime.fromtimestamp(at + offset, UTC)
+    start = datetime.fromtimestamp(began + offset, UTC)
+    end = datetime.fromtimestamp(ended + offset, UTC)
     ends = [
         _aware(job.ended_at)
         for job in _jobs(lane, _accepted(lane))
         if job is not None
         and job.started_at is not None
         and job.ended_at is not None
-        and _aware(job.started_at) >= after
+        and _aware(job.started_at) >= start
+        and _aware(job.ended_at) >= end
         and job.get_status(refresh=False) == JobStatus.FINISHED
     ]
     if not ends:
         return None
-    return (min(ends) - after).total_seconds()
+    return (min(ends) - start).total_seconds()
