@@ -220,8 +220,8 @@ class Lane:
         except Exception:
             return 0
 
-    def kill(self, child: str, group: bool) -> int:
-        """SIGKILL one child of ``up``; returns its pid.
+    def kill(self, child: str, group: bool) -> tuple[int, bool]:
+        """SIGKILL one child of ``up``; returns its pid and whether it held a job.
 
         ``group``: with the processes it forked (a FastWorker's scheduler, a stock worker's work
         horse), as a container's kill does; otherwise the process alone, as ``kill -9 <pid>``
@@ -229,11 +229,21 @@ class Lane:
         """
         with self._lock:
             pid = self.pids[child]
+        # Kill it while it holds a job, so that the kill abandons one (if it gets one soon).
+        busy = procs.wait_until(lambda: self._busy(pid), 10, interval=0.002)
         if group:
             os.killpg(pid, signal.SIGKILL)
         else:
             os.kill(pid, signal.SIGKILL)
-        return pid
+        return pid, busy
+
+    def _busy(self, pid: int) -> bool:
+        """Whether the worker process ``pid`` has a job (an execution registered) right now."""
+        assert self.redis is not None
+        for key in self.redis.smembers("rq:workers"):
+            if self.redis.hget(key, "pid") == str(pid).encode():
+                return bool(self.redis.scard(key.decode() + ":executions"))
+        return False
 
     def alive(self) -> dict[str, bool]:
         """Whether ``up`` and each child it supervises run now."""
@@ -301,9 +311,10 @@ class Topology:
 
 def worker_kill(child: str, lane: str, group: bool) -> Callable[[Topology, Fault], None]:
     def run(top: Topology, fault: Fault) -> None:
-        pid = top.lanes[lane].kill(child, group)
+        pid, busy = top.lanes[lane].kill(child, group)
         what = "its process group" if group else "the process alone"
-        fault.detail = f"SIGKILL {lane}/{child} (pid {pid}, {what})"
+        holding = "holding a job" if busy else "between jobs"
+        fault.detail = f"SIGKILL {lane}/{child} (pid {pid}, {what}, {holding})"
 
     return run
 
