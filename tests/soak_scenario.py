@@ -232,6 +232,9 @@ class Lane:
         # Kill it while it holds a job, so that the kill abandons one (if it gets one soon).
         busy = procs.wait_until(lambda: self._busy(pid), 10, interval=0.002)
         if group:
+            # RQ's work horse leaves the worker's process group (setpgrp): kill it by pid too.
+            for child in _children(pid):
+                os.kill(child, signal.SIGKILL)
             os.killpg(pid, signal.SIGKILL)
         else:
             os.kill(pid, signal.SIGKILL)
@@ -267,6 +270,22 @@ class Lane:
             self.proc.stdout.close()
         if self.redis is not None:
             close_redis(self.redis)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            found.append(int(entry))
+    return found
 
 
 def _running(pid: int) -> bool:
@@ -425,6 +444,8 @@ class LaneResult:
     failed_jobs: list[str]
     alive: dict[str, bool]
     restarts: list[tuple[str, int]]
+    #: Jobs whose worker died under them and that were retried (the failure callback's lines).
+    abandoned: int = 0
 
 
 @dataclass
@@ -522,6 +543,7 @@ class SoakReport:
         lines += [
             f"jobs finished            {sum(lane.finished for lane in self.lanes)}",
             f"jobs failed              {sum(len(lane.failed_jobs) for lane in self.lanes)}",
+            f"jobs abandoned by a killed worker, retried  {sum(lane.abandoned for lane in self.lanes)}",
             f"rows written             {sum(lane.rows for lane in self.lanes)}"
             f" ({sum(lane.unacknowledged_rows for lane in self.lanes)} for requests answered 503)",
             f"lost (202, no row)       {self.lost}",
@@ -702,7 +724,15 @@ def _lane_result(lane: Lane) -> LaneResult:
         failed_jobs=failed,
         alive=lane.alive(),
         restarts=list(lane.restarts),
+        abandoned=_abandoned(lane.log),
     )
+
+
+def _abandoned(log: Path) -> int:
+    """Jobs a dead worker left behind and recovery retried, from the failure callback's lines."""
+    pattern = re.compile(r"job failed id=(\S+) .*AbandonedJobError")
+    with open(log, errors="replace") as lines:
+        return len({m.group(1) for line in lines if (m := pattern.search(line))})
 
 
 def _aware(when: datetime) -> datetime:
