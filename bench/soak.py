@@ -7,7 +7,7 @@ monitor), one writing to a private PostgreSQL, one to a private MariaDB, share a
 Redis (master, two replicas, three Sentinels, durable enqueue). While a client per lane POSTs
 members, the schedule runs: worker SIGKILLs, the master SIGKILLed (failover), the master
 restarted, PostgreSQL and MariaDB restarted, Redis full for a few seconds
-(``tests/soak_scenario.py``). Printed: requests, acknowledgements, refusals by reason, jobs
+(``tests/soak/``). Printed: requests, acknowledgements, refusals by reason, jobs
 finished, rows, lost and duplicated members, fault to first finished job, processes alive.
 Exit status 0 when nothing was lost or doubled and every process is alive.
 """
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, today  # noqa: E402
-from tests.soak_scenario import SCHEDULE, SHORT_SCHEDULE, run_soak  # noqa: E402
+from tests.soak import SCHEDULE, SHORT_SCHEDULE, run_soak  # noqa: E402
 
 
 def main() -> None:

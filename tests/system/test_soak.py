@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.dbservers import mariadb_available, postgres_available
-from tests.soak_scenario import SHORT_SCHEDULE, SoakReport, run_soak
+from tests.soak import SHORT_SCHEDULE, SoakReport, run_soak
 
 pytestmark = [
     pytest.mark.slow,
