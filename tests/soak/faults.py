@@ -45,7 +45,8 @@ def worker_kill(child: str, lane: str, group: bool) -> Callable[[Topology, Fault
     def run(top: Topology, fault: Fault) -> None:
         pid, busy = top.lanes[lane].kill(child, group)
         what = "its process group" if group else "the process alone"
-        holding = "holding a job" if busy else "between jobs"
+        # Checked a moment before the kill: the job may have ended in between.
+        holding = "busy just before" if busy else "idle just before"
         fault.detail = f"SIGKILL {lane}/{child} (pid {pid}, {what}, {holding})"
 
     return run

@@ -126,7 +126,7 @@ class Lane:
             return 0
 
     def kill(self, child: str, group: bool) -> tuple[int, bool]:
-        """SIGKILL one child of ``up``; returns its pid and whether it held a job.
+        """SIGKILL one child of ``up``; returns its pid and whether it ran a job just before.
 
         ``group``: with the processes it forked (a FastWorker's scheduler, a stock worker's work
         horse), as a container's kill does; otherwise the process alone, as ``kill -9 <pid>``
