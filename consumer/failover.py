@@ -11,6 +11,10 @@ connection) with a short backoff, carry on where the worker was, and exit with
 A job whose bookkeeping was cut off by the failover is put back at the front of its queue
 once the new master answers, unless the new master shows it finished or queued; jobs are
 idempotent, so a second run writes nothing twice.
+
+A full Redis (``maxmemory`` reached under ``noeviction``: ``OOM`` replies, nothing written) is
+waited out the same way: the refused call is made again with a backoff, and past
+``WORKER_MASTER_TIMEOUT`` the worker exits with :data:`EXIT_NO_MASTER`.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import threading
 import time
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError, StopRequested
 from rq.job import Job, JobStatus
 
-from shared.connections import UNAVAILABLE_ERRORS
+from shared.connections import UNAVAILABLE_ERRORS, quick_retry, ride_out
 from shared.rqmodel.internals import WorkerInternals
 from shared.rqmodel.keys import KEYS, Keys, parse_member
 
@@ -39,6 +43,15 @@ EXIT_NO_MASTER = 69
 _FIRST_DELAY = 0.1
 _MAX_DELAY = 1.0
 _SETTLED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+
+
+class _Backoff:
+    """The waits of one stretch of refused writes (a full Redis)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.delay = _FIRST_DELAY
+        self.logged = False
 
 
 class FailoverMixin(WorkerInternals):
@@ -69,6 +82,10 @@ class FailoverMixin(WorkerInternals):
         self._cut_off: list[Job] = []
         self._cut_off_lock = threading.Lock()
         super().__init__(*args, **kwargs)
+        # consumer.settings gives RQ a client that waits out outages inside redis-py (for RQ's
+        # stock workers); this worker sees each error itself, to wait for a master and put back
+        # what a failover cut off, so it takes the quick policy back.
+        ride_out(self.connection, quick_retry())
 
     @property
     def dequeue_timeout(self) -> int:
@@ -118,6 +135,28 @@ class FailoverMixin(WorkerInternals):
         except UNAVAILABLE_ERRORS as exc:
             self.log.warning("Worker %s: could not check its claims yet: %s", self.name, exc)
 
+    def wait_for_memory(self, error: BaseException, backoff: _Backoff) -> None:
+        """One backoff step while Redis refuses writes (``maxmemory``); exit after ``master_timeout``."""
+        if self.stop_requested:
+            raise StopRequested()
+        limit = float(self.master_timeout or 0)
+        waited = time.monotonic() - backoff.started
+        if waited >= limit:
+            self.log.error(
+                "Worker %s: Redis refused writes for %.1fs (limit %ss: %s); exiting with %d",
+                self.name,
+                waited,
+                limit,
+                error,
+                EXIT_NO_MASTER,
+            )
+            raise SystemExit(EXIT_NO_MASTER)
+        if not backoff.logged:
+            backoff.logged = True
+            self.log.warning("Worker %s: Redis is full (%s); waiting for memory", self.name, error)
+        time.sleep(min(backoff.delay, max(0.0, limit - waited)))
+        backoff.delay = min(backoff.delay * 2, _MAX_DELAY)
+
     def recover_phantom_claims(self) -> list[str]:
         """Put back the jobs the master says this worker runs but it never received.
 
@@ -153,11 +192,24 @@ class FailoverMixin(WorkerInternals):
         """
         if threading.current_thread() is not threading.main_thread():
             return method(*args, **kwargs)
+        full: _Backoff | None = None
         while True:
             try:
-                return method(*args, **kwargs)
+                result = method(*args, **kwargs)
             except UNAVAILABLE_ERRORS as exc:
                 self.wait_for_master(exc)
+                continue
+            except OutOfMemoryError as exc:
+                full = full or _Backoff()
+                self.wait_for_memory(exc, full)
+                continue
+            if full is not None:
+                self.log.warning(
+                    "Worker %s: Redis takes writes again after %.1fs",
+                    self.name,
+                    time.monotonic() - full.started,
+                )
+            return result
 
     # The Redis entry points of consumer.worker.FastWorker's own loop: the checks between jobs,
     # running a job, claiming the next (with the previous job's success writes), waiting for
@@ -170,11 +222,13 @@ class FailoverMixin(WorkerInternals):
     def _execute(self, job: Job, queue: Queue, execution: Any) -> Any:
         try:
             return super()._execute(job, queue, execution)  # type: ignore[misc]
-        except UNAVAILABLE_ERRORS as exc:
+        except (*UNAVAILABLE_ERRORS, OutOfMemoryError) as exc:
             if threading.current_thread() is not threading.main_thread():
                 self._cut_off_in_thread(job, exc)
                 return None
-            self.wait_for_master(exc)
+            if not isinstance(exc, OutOfMemoryError):
+                self.wait_for_master(exc)
+            # A full Redis refused the job's failure or retry writes: put it back once it can.
             self._retrying(self.recover_job, job, queue)
             return None
 
@@ -202,6 +256,12 @@ class FailoverMixin(WorkerInternals):
             # phantom claim); the successes go again (they are idempotent) with a new claim.
             self.wait_for_master(exc)
             return self._finish_and_claim(inflight.pending, inflight.wanted)
+        except OutOfMemoryError:
+            if threading.current_thread() is not threading.main_thread():
+                raise
+            # A full Redis refused the successes and the claim as a whole (the scripts write
+            # nothing under maxmemory): send both again, waiting for memory in between.
+            return self._finish_and_claim(inflight.pending, inflight.wanted)
 
     def _wait_for_work(self, max_idle_time: int | None, idle_since: float) -> None:
         self._retrying(super()._wait_for_work, max_idle_time, idle_since)  # type: ignore[misc]
@@ -209,7 +269,7 @@ class FailoverMixin(WorkerInternals):
     def _flush(self, pending: Any) -> None:
         try:
             self._retrying(super()._flush, pending)  # type: ignore[misc]
-        except UNAVAILABLE_ERRORS as exc:
+        except (*UNAVAILABLE_ERRORS, OutOfMemoryError) as exc:
             # Only a job thread gets here: the main thread waits inside _retrying.
             self._cut_off_in_thread(pending.job, exc)
 
@@ -261,24 +321,31 @@ class FailoverMixin(WorkerInternals):
             super().run_maintenance_tasks()  # type: ignore[misc]
         except UNAVAILABLE_ERRORS as exc:
             self.wait_for_master(exc)
+        except OutOfMemoryError as exc:
+            self.log.warning("Worker %s: registry clean-up put off, Redis is full: %s", self.name, exc)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         """RQ's dequeue, with the errors it does not retry (state writes, ``READONLY``) retried."""
+        full: _Backoff | None = None
         while True:
             try:
                 return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)  # type: ignore[misc]
             except UNAVAILABLE_ERRORS as exc:
                 self.wait_for_master(exc)
+            except OutOfMemoryError as exc:
+                full = full or _Backoff()
+                self.wait_for_memory(exc, full)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run ``job``; when the master went away meanwhile, make sure the job is not stranded."""
         try:
             super().execute_job(job, queue)  # type: ignore[misc]
-        except UNAVAILABLE_ERRORS as exc:
+        except (*UNAVAILABLE_ERRORS, OutOfMemoryError) as exc:
             if self.horse_pid:
                 self.wait_for_horse()  # type: ignore[attr-defined]
                 self.forget_horse()
-            self.wait_for_master(exc)
+            if not isinstance(exc, OutOfMemoryError):
+                self.wait_for_master(exc)
             self._retrying(self.recover_job, job, queue)
 
     def recover_job(self, job: Job, queue: Queue) -> bool:

@@ -12,17 +12,20 @@ from sqlalchemy.exc import IntegrityError
 from shared.db import member, member_json
 
 from .context import get_engine, get_settings
+from .dbretry import rides_out_database
 from .events import log_active
 from .exceptions import InvalidPayloadError
 
 logger = logging.getLogger(__name__)
 
 
+@rides_out_database
 def create_member(payload: dict[str, Any]) -> dict[str, Any]:
     """Insert the member described by ``payload`` once per job id (``createMemberJob``).
 
     A retry or a re-run of the same job after a crashed worker finds the row it wrote and
-    returns it instead of writing a second one.
+    returns it instead of writing a second one. A database it cannot reach makes it try again
+    later without spending an attempt (:mod:`consumer.dbretry`).
     """
     job = get_current_job()
     if job is None:

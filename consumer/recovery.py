@@ -1,4 +1,4 @@
-"""Abandoned-job recovery: re-queue the jobs of fast workers whose heartbeat stopped.
+"""Abandoned-job recovery (and RQ's scheduler): re-queue the jobs of fast workers whose heartbeat stopped.
 
 Every :class:`consumer.worker.FastWorker` beats into a sorted set every few seconds. When a
 worker's last beat is older than the stale limit (``HEARTBEAT_TIMEOUT`` less a margin, so the
@@ -7,6 +7,12 @@ worker or the monitor (``python -m consumer.recovery``) takes the dead worker's 
 each job still started by it goes back to its queue, counted as an attempt (one retry used),
 or to the failed registry when no attempt is left. Jobs are idempotent, so a re-run after a
 death writes its effect once.
+
+The monitor also runs RQ's scheduler (:mod:`shared.scheduler`), so due retries and
+``enqueue_at`` jobs go back to their queues when no worker runs ``--with-scheduler``, and
+RQ's own clean-up of the started registries every :data:`CLEANUP_INTERVAL` seconds, so the job
+of a stock ``rq worker`` killed with its work horse is retried once its execution's heartbeat
+expires (RQ: about 90 s) rather than at the next maintenance of a stock worker (10 minutes).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from typing import Any
 
 from redis import Redis
@@ -30,8 +37,10 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import UnixSignalDeathPenalty
 from rq.utils import as_text, now, utcformat
 
+from shared.constants import ALL_QUEUES
 from shared.rqmodel.internals import push_back
 from shared.rqmodel.keys import KEYS, Keys, parse_member
+from shared.scheduler import ScheduledJobMover
 
 from .events import log_abandoned
 
@@ -39,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: How often the monitor (and each worker's heartbeat thread) looks for dead workers.
 SCAN_INTERVAL = 1.0
+#: How often the monitor runs RQ's clean-up of the started registries (stock workers: every 10 min).
+CLEANUP_INTERVAL = 10.0
 
 
 def stale_after(heartbeat_timeout: float) -> float:
@@ -66,12 +77,23 @@ def recover_dead_workers(
     return handled
 
 
+#: Seconds a recoverer holds a dead worker: if it dies half-way, another one finishes after this.
+RECOVERY_LOCK_SECONDS = 30
+
+
 def recover_worker(
     connection: Redis, name: str, serializer: Any = JSONSerializer, keys: Keys = KEYS
 ) -> list[str]:
     """Re-queue (or fail) the jobs worker ``name`` was running, once, and register its death."""
-    # Whoever removes the beat owns the recovery: two monitors never re-queue a job twice.
-    if not connection.zrem(keys.heartbeats, name):
+    # Whoever takes the recovery lock owns the recovery: two monitors never re-queue a job twice.
+    # The beat goes only at the end, with the lock: a recoverer cut off half-way (a lost
+    # connection, a full Redis refusing the re-queue) leaves the worker dead and listed, and
+    # the next scan after the lock expires finishes the work (jobs already handled are skipped).
+    lock = keys.recovering(name)
+    if not connection.set(lock, uuid.uuid4().hex, nx=True, ex=RECOVERY_LOCK_SECONDS):
+        return []
+    if connection.zscore(keys.heartbeats, name) is None:
+        connection.delete(lock)  # recovered by someone else just before we looked
         return []
     worker_key = keys.worker(name)
     executions_key = keys.worker_executions(name)
@@ -82,12 +104,14 @@ def recover_worker(
             handled.append(job_id)
     queues = as_text(connection.hget(worker_key, "queues") or b"")
     with connection.pipeline() as pipe:
+        pipe.zrem(keys.heartbeats, name)
         pipe.srem(keys.workers, worker_key)
         for queue in filter(None, queues.split(",")):
             pipe.srem(keys.workers_of(queue), worker_key)
         pipe.hset(worker_key, "death", utcformat(now()))
         pipe.expire(worker_key, 60)
         pipe.delete(executions_key)
+        pipe.delete(lock)
         pipe.execute()
     logger.info("worker %s declared dead; %d job(s) recovered", name, len(handled))
     return handled
@@ -140,17 +164,41 @@ def _recover_job(connection: Redis, worker: str, job_id: str, execution_id: str,
     return True
 
 
+def clean_started_registries(connection: Redis, queues: tuple[str, ...] = ALL_QUEUES) -> None:
+    """RQ's clean-up of each queue's started registry: abandoned executions are retried or failed."""
+    for name in queues:
+        Queue(name, connection=connection, serializer=JSONSerializer).started_job_registry.cleanup()
+
+
 def run_monitor(connection: Redis, heartbeat_timeout: float, stop: threading.Event | None = None) -> None:
-    """Scan for dead workers every second until ``stop`` is set."""
+    """Until ``stop`` is set: recover dead workers' jobs, move due scheduled jobs, clean registries."""
     stop = stop or threading.Event()
     stale = stale_after(heartbeat_timeout)
-    logger.info("recovery monitor: workers silent for %.1fs are dead", stale)
-    while not stop.is_set():
+    logger.info("recovery monitor: workers silent for %.1fs are dead; running RQ's scheduler", stale)
+    mover = ScheduledJobMover(connection, role="monitor")
+    cleaned_at = 0.0
+    try:
+        while not stop.is_set():
+            try:
+                recover_dead_workers(connection, stale)
+            except RedisError as exc:
+                logger.warning("recovery monitor: %s", exc)
+            try:
+                mover.tick()
+            except RedisError as exc:
+                logger.warning("recovery monitor: scheduler: %s", exc)
+            if time.monotonic() - cleaned_at >= CLEANUP_INTERVAL:
+                try:
+                    clean_started_registries(connection)
+                    cleaned_at = time.monotonic()
+                except RedisError as exc:
+                    logger.warning("recovery monitor: registry clean-up: %s", exc)
+            stop.wait(SCAN_INTERVAL)
+    finally:
         try:
-            recover_dead_workers(connection, stale)
+            mover.close()
         except RedisError as exc:
-            logger.warning("recovery monitor: %s", exc)
-        stop.wait(SCAN_INTERVAL)
+            logger.warning("recovery monitor: could not release the scheduler's locks: %s", exc)
 
 
 def main() -> None:

@@ -4,6 +4,8 @@ RQ reads ``REDIS_URL`` or ``SENTINEL`` from here; both come from the environment
 :class:`shared.settings.Settings`, so plain ``rq worker`` and ``redis-archive worker`` agree.
 With ``REDIS_SENTINELS`` set, RQ connects to the master that the Sentinels name, with the same
 passwords and TLS options as the producer (:func:`shared.connections.rq_sentinel_config`).
+Either way the client waits out an outage of up to ``WORKER_MASTER_TIMEOUT`` seconds
+(:mod:`shared.connections.rideout`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ import sys
 from typing import Any
 
 from shared.cluster.clients import CONNECTION_CLASS, is_tag
-from shared.connections import close_redis, get_redis, rq_redis_url, rq_sentinel_config
+from shared.connections import (
+    close_redis,
+    get_redis,
+    give_url_options,
+    rq_client_options,
+    rq_redis_url,
+    rq_sentinel_config,
+)
 from shared.connections.eviction import check_queue_policy
 from shared.constants import ALL_QUEUES
 from shared.exceptions import ConfigurationError, EvictionPolicyError
@@ -73,7 +82,12 @@ import consumer.stock  # noqa: E402, F401
 
 QUEUES = list(ALL_QUEUES)
 
+# The client RQ builds from these rides out a failover, a restart or a full Redis for up to
+# WORKER_MASTER_TIMEOUT seconds (shared.connections.rideout), so that RQ's stock workers survive
+# them too; FastWorker's FailoverMixin handles them itself.
 if _settings.sentinels:
     SENTINEL: dict[str, Any] = rq_sentinel_config(_settings)
 else:
     REDIS_URL = rq_redis_url(_settings)
+    # RQ passes no options with REDIS_URL: register them for that URL.
+    give_url_options(REDIS_URL, rq_client_options(_settings))

@@ -13,6 +13,7 @@ from shared.lock.stock import decrement_stock as locked_decrement
 from shared.lock.stock import get_goods
 
 from .context import get_engine, get_settings
+from .dbretry import rides_out_database
 from .events import log_active
 from .exceptions import InvalidPayloadError
 
@@ -38,12 +39,14 @@ def close_redlocks() -> None:
         redlock.close()
 
 
+@rides_out_database
 def decrement_stock(goods_id: int, quantity: int) -> dict[str, Any]:
     """Take ``quantity`` units of goods ``goods_id`` under its lock, once per job id.
 
     A stock that is too low is an answer, not a failure: the result says ``applied: false``.
     Lock errors (no quorum, busy, lost) raise, so RQ retries the job; a retry of a job whose
-    change was already applied returns that change instead of applying it again.
+    change was already applied returns that change instead of applying it again. A database
+    it cannot reach makes it try again later without spending an attempt (:mod:`consumer.dbretry`).
     """
     job = get_current_job()
     if job is None:

@@ -1,4 +1,9 @@
-"""The producer's stats thread: flushes enqueue latencies and samples ``INFO memory``."""
+"""The producer's background thread: flushes enqueue latencies, samples ``INFO memory``, runs RQ's scheduler.
+
+The scheduler share (:class:`shared.scheduler.ScheduledJobMover`) moves due retries and
+``enqueue_at`` jobs back to their queues, so they run even when every worker was started
+without ``--with-scheduler`` and no recovery monitor runs.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from flask import Flask
 from redis.exceptions import RedisError
 
 from shared import stats
+from shared.scheduler import ScheduledJobMover
 
 from .state import EXTENSION, ArchiveState
 
@@ -38,12 +44,25 @@ def stats_tick(state: ArchiveState, last_sample: float, now: float) -> float:
 
 def _run(state: ArchiveState, stop: threading.Event) -> None:
     last_sample = 0.0
-    while not stop.wait(FLUSH_SECONDS):
-        last_sample = stats_tick(state, last_sample, time.time())
+    # RQ's scheduler works under this process's RQ prefix: on a cluster, its namespace's slot
+    # (each namespace's monitor moves that namespace's jobs too).
+    mover = ScheduledJobMover(state.dashboard_redis, role="producer")
+    try:
+        while not stop.wait(FLUSH_SECONDS):
+            last_sample = stats_tick(state, last_sample, time.time())
+            try:
+                mover.tick()
+            except RedisError as exc:
+                logger.debug("scheduled jobs not moved this round: %s", exc)
+    finally:
+        try:
+            mover.close()
+        except RedisError as exc:
+            logger.debug("scheduler locks left to expire: %s", exc)
 
 
 def start_stats_thread(app: Flask) -> threading.Event:
-    """Start this process's stats thread (a daemon); set the returned event to stop it."""
+    """Start this process's background thread (a daemon); set the returned event to stop it."""
     state: ArchiveState = app.extensions[EXTENSION]
     stop = threading.Event()
     thread = threading.Thread(target=_run, args=(state, stop), name="archive-stats", daemon=True)

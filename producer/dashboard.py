@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, current_app, make_response, render_template, request, url_for
-from rq import Queue, Worker, requeue_job
+from rq import Queue, Worker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.registry import BaseRegistry
@@ -22,6 +22,7 @@ from rq_dashboard import web as rq_web
 from werkzeug.datastructures import Authorization
 
 from shared.connections import describe
+from shared.redrive import requeue
 from shared.settings import Settings
 
 from .auth import token_matches
@@ -136,23 +137,23 @@ def delete_job(job_id: str) -> Any:
 
 
 def requeue_one(job_id: str) -> Any:
-    """Put a failed (or stopped, canceled) job back on its queue."""
+    """Put a failed (or stopped, canceled) job back on its queue, its attempts restored (as the CLI)."""
     _fetch(job_id)
     try:
-        requeue_job(job_id, connection=get_state().dashboard_redis, serializer=JSONSerializer)
+        requeue(get_state().dashboard_redis, job_id)
     except InvalidJobOperation as exc:
         raise ApiError(str(exc), status=409, code="conflict") from None
     return _json({"status": "OK"})
 
 
 def requeue_all(queue_name: str) -> Any:
-    """Requeue every job of the queue's failed registry."""
+    """Requeue every job of the queue's failed registry, attempts restored."""
     conn = get_state().dashboard_redis
     registry = Queue(queue_name, connection=conn, serializer=JSONSerializer).failed_job_registry
     count = 0
     for job_id in registry.get_job_ids(cleanup=False):
         try:
-            requeue_job(job_id, connection=conn, serializer=JSONSerializer)
+            requeue(conn, job_id)
             count += 1
         except (NoSuchJobError, InvalidJobOperation):
             registry.remove(job_id)

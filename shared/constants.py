@@ -45,6 +45,8 @@ DEFAULT_MEMORY_SAMPLE_SECONDS = 10.0
 STATS_WINDOW_SECONDS = 3600
 MEMORY_SAMPLES_MAX = 720
 DEFAULT_WORKER_MASTER_TIMEOUT = 60.0
+#: Seconds a job keeps retrying a database it cannot reach before that counts as a failed attempt.
+DEFAULT_DB_RETRY_SECONDS = 300.0
 
 
 # Distributed lock: waiter flags and release notifications, and the lock's statistics hash

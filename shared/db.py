@@ -18,7 +18,14 @@ from sqlalchemy import (
     event,
     func,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +73,53 @@ def member_json(row: Any) -> dict[str, Any]:
     created = data.get("created_at")
     data["created_at"] = created.isoformat() if created is not None else None
     return data
+
+
+#: PostgreSQL SQLSTATE classes of a server that cannot serve now: connection exceptions (08),
+#: transaction rollbacks (40: serialization failures, deadlocks), insufficient resources (53),
+#: operator intervention (57: shutdown, starting up, query canceled), system errors (58).
+_PG_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+#: ... and lock_not_available (a lock wait timeout).
+_PG_TRANSIENT_STATES = frozenset({"55P03"})
+#: MySQL/MariaDB server errors of a server that cannot serve now: too many connections, shutdown
+#: in progress, lock wait timeout, deadlock, connection killed, read-only (a demoted primary).
+_MYSQL_TRANSIENT_CODES = frozenset({1040, 1053, 1205, 1213, 1290, 1836, 1927})
+#: SQLite: another writer holds the file, or the file cannot be reached.
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "disk i/o error", "unable to open")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error is the server's state, not the job's: worth trying again later.
+
+    Transient: the server is unreachable, restarting, shutting down, failing over or dropped
+    the connection; the pool had no connection to give; a lock wait timed out or a deadlock
+    was broken. Not transient: constraint violations, bad data, a wrong schema or query (the
+    job's own errors), which drivers partly report as ``OperationalError`` too, so the driver's
+    error code decides.
+    """
+    if isinstance(exc, PoolTimeoutError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    orig = exc.orig
+    if orig is None:
+        return True
+    module = type(orig).__module__
+    if module.startswith("psycopg"):
+        state = getattr(orig, "sqlstate", None)
+        # No SQLSTATE: the client could not talk to a server at all (refused, reset, timed out).
+        return state is None or state[:2] in _PG_TRANSIENT_CLASSES or state in _PG_TRANSIENT_STATES
+    if module.startswith("pymysql"):
+        code = orig.args[0] if orig.args and isinstance(orig.args[0], int) else 0
+        # 2000-2999 are the client's own errors: cannot connect, server gone away, lost connection.
+        return 2000 <= code < 3000 or code in _MYSQL_TRANSIENT_CODES
+    if module.startswith("sqlite3"):
+        return any(text in str(orig).lower() for text in _SQLITE_TRANSIENT)
+    return True
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

@@ -101,6 +101,8 @@ class Settings:
     tls_keyfile: str | None = None
     #: A worker that reaches no master for this many seconds exits non-zero.
     worker_master_timeout: float = constants.DEFAULT_WORKER_MASTER_TIMEOUT
+    #: A job that cannot reach its database retries for this long before it counts an attempt.
+    db_retry_seconds: float = constants.DEFAULT_DB_RETRY_SECONDS
     # Distributed lock: independent masters; empty means the queue's Redis alone.
     lock_redis_urls: tuple[str, ...] = ()
     enqueue_min_replicas: int = 0
@@ -195,6 +197,7 @@ class Settings:
             "HEARTBEAT_TIMEOUT": ("heartbeat_timeout", 1.0),
             "MEMORY_SAMPLE_SECONDS": ("memory_sample_seconds", 0.0),
             "WORKER_MASTER_TIMEOUT": ("worker_master_timeout", 0.1),
+            "DB_RETRY_SECONDS": ("db_retry_seconds", 0.0),
         }
         for var, (attr, fminimum) in floats.items():
             value = get(var)

@@ -71,3 +71,21 @@ def record(key: str, label: str) -> str:
     assert job is not None
     job.connection.rpush(key, label)
     return label
+
+
+def hold(path: str, timeout: float = 60.0) -> str:
+    """Create ``path + ".started"``, wait until ``path`` exists, create ``path + ".done"``, return.
+
+    For faults mid-job: the test makes the fault while the job waits, releases it, and sees
+    from ``.done`` that the job function has returned (the worker's writes come next).
+    """
+    with open(path + ".started", "w"):
+        pass
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+    with open(path + ".done", "w"):
+        pass
+    return "released"

@@ -91,6 +91,10 @@ class RedisProc:
 
     def restart(self) -> None:
         self.kill()
+        self.start()
+
+    def start(self) -> None:
+        """Start the server again on its port and files (after :meth:`kill`)."""
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_redis(self.port)
 

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from shared.cli.cluster import cluster
 from shared.cli.foreground import until_stopped
 from shared.cli.ha import ha
+from shared.cli.jobs import jobs
 from shared.cli.lock import lock
 from shared.cli.options import chosen_server, server_option
 from shared.cli.probe import probe
@@ -184,6 +185,13 @@ def monitor(obj: Context) -> None:
 @click.option("--port", envvar="PORT", default=1111, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", "-n", default=2, show_default=True, type=click.IntRange(0, 32))
 @click.option(
+    "--plain-workers",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 32),
+    help="Stock `rq worker -c consumer.settings -S json` processes beside the fast ones.",
+)
+@click.option(
     "--data-dir",
     default="var",
     show_default=True,
@@ -192,8 +200,19 @@ def monitor(obj: Context) -> None:
 )
 @server_option
 @pass_context
-def up(obj: Context, host: str, port: int, workers: int, data_dir: Path, server_choice: str | None) -> None:
-    """Run Redis (or Valkey), the producer and workers in the foreground; Ctrl-C stops them all."""
+def up(
+    obj: Context,
+    host: str,
+    port: int,
+    workers: int,
+    plain_workers: int,
+    data_dir: Path,
+    server_choice: str | None,
+) -> None:
+    """Run Redis (or Valkey), the producer and workers in the foreground; Ctrl-C stops them all.
+
+    Children that exit are started again (and ``up`` says so).
+    """
     _ = obj.settings  # fail early, with a message, on a malformed environment
     server = None if obj.redis_url else chosen_server(server_choice)
     stack = Stack(
@@ -202,6 +221,7 @@ def up(obj: Context, host: str, port: int, workers: int, data_dir: Path, server_
         host=host,
         port=port,
         workers=workers,
+        plain_workers=plain_workers,
         data_dir=data_dir,
         say=lambda line: click.echo(line),
     )
@@ -214,6 +234,7 @@ def up(obj: Context, host: str, port: int, workers: int, data_dir: Path, server_
 
 main.add_command(cluster)
 main.add_command(ha)
+main.add_command(jobs)
 main.add_command(lock)
 main.add_command(probe)
 

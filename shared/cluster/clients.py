@@ -18,7 +18,7 @@ from rq.defaults import RQ_KEY_PREFIX
 
 from shared.cluster.namespaces import REGISTRY_TAG, Namespace, plan
 from shared.cluster.slots import ClusterMap, SlotConnectionPool
-from shared.connections.factory import client_options, master_options
+from shared.connections.factory import client_options, master_options, rq_client_options
 from shared.exceptions import ConfigurationError
 from shared.rqmodel.keys import KEYS, Keys
 from shared.settings import Settings
@@ -116,5 +116,6 @@ class NamespaceRedis(Redis):
                 f"RQ_KEY_PREFIX={RQ_KEY_PREFIX!r} is not a namespace: a worker on a cluster serves one "
                 "namespace, e.g. RQ_KEY_PREFIX={member} (redis-archive worker sets it)"
             )
-        options = {**client_options(settings), **_auth(settings), **kwargs}
+        # As consumer.settings gives RQ's stock workers off a cluster: a client that rides out outages.
+        options = {**rq_client_options(settings), **_auth(settings), **kwargs}
         return cls(connection_pool=SlotConnectionPool(cluster_map(settings), RQ_KEY_PREFIX, **options))

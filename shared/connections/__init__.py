@@ -14,14 +14,18 @@ from shared.connections.factory import (
     get_redis,
     master_options,
     redis_from_url,
+    rq_client_options,
     rq_redis_url,
     rq_sentinel_config,
     sentinel_from_settings,
     sentinel_options,
 )
+from shared.connections.rideout import RedisGaveUpError, RideOutRetry, give_url_options, quick_retry, ride_out
 
 __all__ = [
     "UNAVAILABLE_ERRORS",
+    "RedisGaveUpError",
+    "RideOutRetry",
     "SentinelConnection",
     "SentinelSSLConnection",
     "client_options",
@@ -31,6 +35,10 @@ __all__ = [
     "get_redis",
     "master_options",
     "redis_from_url",
+    "give_url_options",
+    "quick_retry",
+    "ride_out",
+    "rq_client_options",
     "rq_redis_url",
     "rq_sentinel_config",
     "sentinel_from_settings",

@@ -10,7 +10,7 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from redis import Redis
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
+from shared.connections.rideout import RideOutRetry, quick_retry
 from shared.exceptions import ConfigurationError
 from shared.settings import Settings
 
@@ -32,16 +33,27 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 
 
 class SentinelConnection(SentinelManagedConnection):
-    """redis-py's Sentinel-managed connection, but one whose interrupted read drops the socket.
+    """redis-py's Sentinel-managed connection, fixed in two ways.
 
-    redis-py's class reads with ``disconnect_on_error=False``, so a read cut short by an
-    exception (a worker's SIGTERM during ``BLMOVE``) leaves the connection in the pool with
-    the old reply still pending: the next command on it reads the wrong reply or hangs.
+    - An interrupted read drops the socket: redis-py's class reads with
+      ``disconnect_on_error=False``, so a read cut short by an exception (a worker's SIGTERM
+      during ``BLMOVE``) leaves the connection in the pool with the old reply still pending:
+      the next command on it reads the wrong reply or hangs.
+    - A reconnect asks the Sentinels again: redis-py reconnects a dropped connection inside
+      ``send_packed_command`` to the address it had, so a command retried on the same
+      connection (redis-py's retry policy, :class:`~shared.connections.rideout.RideOutRetry`)
+      knocks on the dead master, or on the old master turned replica (``READONLY``), for as long
+      as it retries, however soon the Sentinels name the new one.
     """
 
     def read_response(self, disable_decoding: bool = False, **kwargs: Any) -> Any:
         kwargs.setdefault("disconnect_on_error", True)
         return super().read_response(disable_decoding, **kwargs)
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self._sock is None:
+            self.connect()  # type: ignore[no-untyped-call]  # through the Sentinels, not the old address
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
 class SentinelSSLConnection(SentinelConnection, SSLConnection):
@@ -55,8 +67,19 @@ def client_options(settings: Settings) -> dict[str, Any]:
         "socket_connect_timeout": settings.socket_timeout,
         "health_check_interval": 30,
         # One quick reconnect inside redis-py; longer waits are the caller's business.
-        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+        "retry": quick_retry(),
     }
+
+
+def rq_client_options(settings: Settings) -> dict[str, Any]:
+    """Options of the client RQ builds from ``consumer.settings``: it rides out outages.
+
+    RQ's stock workers end on a connection error met outside the blocking pop; with
+    :class:`~shared.connections.rideout.RideOutRetry` every command waits for Redis for up to
+    ``WORKER_MASTER_TIMEOUT`` seconds instead. Failover-aware workers (``FastWorker``) put the
+    quick policy back and handle the outage themselves.
+    """
+    return {**client_options(settings), "retry": RideOutRetry(settings.worker_master_timeout)}
 
 
 def _tls_options(settings: Settings) -> dict[str, Any]:
@@ -193,7 +216,7 @@ def rq_sentinel_config(settings: Settings) -> dict[str, Any]:
         "PASSWORD": master.pop("password", None),
         "SOCKET_TIMEOUT": settings.socket_timeout,
         "SSL": master.pop("ssl", False),
-        "CONNECTION_KWARGS": {**master, **client_options(settings)},
+        "CONNECTION_KWARGS": {**master, **rq_client_options(settings)},
         "SENTINEL_KWARGS": sentinel_options(settings),
     }
 

@@ -19,13 +19,18 @@ local wexec = rq .. 'worker:' .. worker .. ':executions'
 local max_ttl = 0
 
 -- Claim the next job of qkey whose hash still exists; false when the queue is empty.
+-- The id is read first and popped after the first write, a denyoom HSET: when Redis is full
+-- (maxmemory under noeviction) it refuses a script's first write, so the whole claim is
+-- refused and the job stays queued (popping first would let the rest of the script through).
 local function claim_one(qkey)
   while true do
-    local job_id = redis.call('LPOP', qkey)
+    local job_id = redis.call('LINDEX', qkey, 0)
     if not job_id then return false end
     local jkey = rq .. 'job:' .. job_id
     local data = redis.call('HGETALL', jkey)
-    if #data > 0 then
+    if #data == 0 then
+      redis.call('LPOP', qkey)
+    else
       local timeout, origin = nil, nil
       for i = 1, #data, 2 do
         local f = data[i]
@@ -40,6 +45,7 @@ local function claim_one(qkey)
       local ekey = rq .. 'execution:' .. comp
       redis.call('HSET', ekey, 'id', exec_id, 'job_id', job_id, 'created_at', ARGV[4],
                  'last_heartbeat', ARGV[4], 'worker_name', worker)
+      redis.call('LPOP', qkey)
       redis.call('EXPIRE', ekey, ttl)
       local xkey = rq .. 'executions:' .. job_id
       redis.call('ZADD', xkey, now + ttl + 60, exec_id)

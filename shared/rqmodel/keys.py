@@ -149,6 +149,10 @@ class Keys:
         """Fast workers' heartbeats: a sorted set of worker names scored by their last beat."""
         return self.own_prefix + "heartbeat:workers"
 
+    def recovering(self, name: str) -> str:
+        """Held while one process recovers the jobs of dead worker ``name`` (expires if it dies)."""
+        return f"{self.own_prefix}heartbeat:recovering:{name}"
+
     @property
     def job_stats(self) -> str:
         """Job counters (hash, fields ``<queue>:<event>``)."""

@@ -59,6 +59,15 @@ def worker_argv(
     return argv
 
 
+def plain_worker_argv(queues: Sequence[str] = ALL_QUEUES) -> list[str]:
+    """RQ's stock worker, started as RQ's documentation writes it: no worker class, no scheduler.
+
+    ``consumer.settings`` gives it a client that rides out outages; its retries are moved back
+    to their queues by the monitor's (and the producer's) share of RQ's scheduler.
+    """
+    return [sys.executable, "-m", "rq.cli", "worker", "-c", "consumer.settings", "-S", "json", *queues]
+
+
 def monitor_argv() -> list[str]:
     """The abandoned-job recovery monitor (``consumer.recovery``)."""
     return [sys.executable, "-m", "consumer.recovery"]
@@ -175,6 +184,8 @@ class Stack:
     port: int = 1111
     workers: int = 2
     worker_class: str | None = None
+    #: Stock ``rq worker`` processes beside the fast ones (:func:`plain_worker_argv`).
+    plain_workers: int = 0
     data_dir: Path = Path("var")
     say: Say = print
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -231,6 +242,8 @@ class Stack:
             self.children = [Child("producer", producer_argv(self.host, self.port))]
             for i in range(self.workers):
                 self.children.append(Child(f"worker-{i + 1}", worker_argv(worker_class=self.worker_class)))
+            for i in range(self.plain_workers):
+                self.children.append(Child(f"rq-worker-{i + 1}", plain_worker_argv()))
             self.children.append(Child("monitor", monitor_argv()))
         self.children.extend(self.extra_children)
         for child in self.children:
@@ -263,6 +276,9 @@ class Stack:
                 for i in range(self.workers):
                     argv = worker_argv([queue], worker_class=self.worker_class)
                     children.append(Child(f"worker {namespace.tag}#{i + 1}", argv, env=env))
+                for i in range(self.plain_workers):
+                    argv = plain_worker_argv([queue])
+                    children.append(Child(f"rq-worker {namespace.tag}#{i + 1}", argv, env=env))
                 children.append(Child(f"monitor {namespace.tag}", monitor_argv(), env=env))
         return children
 
@@ -289,9 +305,12 @@ class Stack:
                 for child in self.children:
                     if child.proc is not None and child.proc.poll() is not None and not self._stopping:
                         child.restarts += 1
-                        self.say(f"{child.name} exited with {child.proc.returncode}; restarting")
+                        code = child.proc.returncode
+                        self.say(f"{child.name} exited with {code}; restarting")
                         time.sleep(min(5.0, 0.5 * child.restarts))
                         self._spawn(child)
+                        assert child.proc is not None
+                        self.say(f"{child.name} restarted as pid {child.proc.pid} (restart {child.restarts})")
             self.say("stopping")
             self.stop()
             return 0

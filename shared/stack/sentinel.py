@@ -75,6 +75,8 @@ class HaCluster:
     failover_timeout_ms: int = 10000
     password: str | None = None
     sentinel_password: str | None = None
+    #: Data nodes keep an append-only file (fsync every second), so a restarted node keeps its data.
+    appendonly: bool = False
     data_nodes: list[Node] = field(default_factory=list)
     sentinel_nodes: list[Node] = field(default_factory=list)
 
@@ -86,7 +88,7 @@ class HaCluster:
             "--dir", str(directory),
             "--logfile", str(directory / "redis.log"),
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.appendonly else "no",
             "--maxmemory-policy", "noeviction",
             # Replicas start streaming at once instead of waiting 5 s for more replicas to join.
             "--repl-diskless-sync-delay", "0",
@@ -235,6 +237,35 @@ class HaCluster:
         logger.info("killing master %s on port %s", node.name, node.port)
         node.kill(signal.SIGKILL)
         return node
+
+    def role(self, node: Node) -> str:
+        """``master`` or ``slave``, as the node itself says."""
+        with self.client(node) as client:
+            role = client.execute_command("ROLE")
+        value = role[0]
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def start_node(self, node: Node, replica_of: Node | None) -> None:
+        """Start a stopped data node as a master or as a replica of ``replica_of``.
+
+        Nodes started from a command line have no config file for the Sentinels to rewrite, so
+        the role a node starts with is chosen here: the one it had, or a replica of the master
+        that replaced it (a node started with the replica-of of its first start would follow a
+        node that may itself be a replica now, and empty itself syncing from it).
+        """
+        node.argv = self._data_argv(node.port, node.directory, replica_of.port if replica_of else None)
+        node.start()
+
+    def restart(self, node: Node, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        """Stop ``node`` (SIGTERM: a data node writes its append-only file first) and start it again.
+
+        It comes back in the role it had (a master with its data when the cluster keeps
+        append-only files); a node replaced while away is turned into a replica by the Sentinels.
+        """
+        master = None if self.role(node) == "master" else self.master()
+        node.kill(sig)
+        self.start_node(node, master)
+        self._wait(lambda: self._pings(node), timeout, f"{node.name} did not come back")
 
     def wait_for_new_master(self, old: Node, timeout: float = 30.0) -> Node:
         """Wait until the Sentinels name another master and it answers as one."""

@@ -77,13 +77,18 @@ def test_no_master_for_longer_than_the_limit_exits_non_zero(
 
 
 def test_a_worker_started_without_a_master_exits_non_zero(tmp_path: Path, db_url: str) -> None:
-    # RQ's own start-up gives up at once (status 1); a supervisor restarts it either way.
-    proc, log = start_worker(f"redis://127.0.0.1:{free_port()}/0", tmp_path, db_url, limit=30)
+    # RQ's start-up (consumer.settings' client) waits out the limit, then gives up with status 1
+    # and says why; a supervisor restarts it.
+    started = time.monotonic()
+    proc, log = start_worker(f"redis://127.0.0.1:{free_port()}/0", tmp_path, db_url, limit=2)
     try:
         proc.wait(30)
     finally:
         stop(proc)
-    assert proc.returncode not in (0, None), log.read_text()[-2000:]
+    text = log.read_text()
+    assert proc.returncode == 1, text[-2000:]
+    assert time.monotonic() - started >= 2
+    assert "longer than WORKER_MASTER_TIMEOUT=2s" in text, text[-2000:]
 
 
 def test_worker_reconnects_after_an_outage_and_keeps_processing(

@@ -232,6 +232,21 @@ def test_requeue_delete_and_empty(
     assert queue.failed_job_registry.count == 0
 
 
+def test_requeue_gives_a_failed_job_its_attempts_back(
+    dash: FlaskClient, r: redis.Redis, settings: Settings, worker_env: Any
+) -> None:
+    failed = enqueue(
+        r, settings, {"bad": True}, **job_options(settings.with_overrides(retry_intervals=(0,)), "x")
+    )
+    work(r)
+    failed.refresh()
+    assert failed.get_status() == JobStatus.FAILED and failed.retries_left == 0
+    assert dash.post(f"/dashboard/job/{failed.id}/requeue", headers=AUTH).get_json() == {"status": "OK"}
+    failed.refresh()
+    assert failed.get_status() == JobStatus.QUEUED
+    assert failed.retries_left == settings.job_attempts - 1
+
+
 def test_mutations_need_post_from_the_same_origin(
     dash: FlaskClient, r: redis.Redis, settings: Settings, worker_env: Any
 ) -> None:
