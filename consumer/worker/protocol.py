@@ -80,10 +80,12 @@ class ClaimProtocol:
         ) -> None: ...
 
     def _claim(self, wanted: int) -> claims.Claim:
-        queue_keys = [q.key for q in self.ordered_queues]
+        queues = self.ordered_queues
+        if len(queues) == 1:
+            return claims.claim(self.keys, [queues[0].key], self.name, self.key, wanted)
         # Round robin and random take turns within a claim too (random: in this claim's order).
-        spread = wanted > 1 and len(queue_keys) > 1 and self.dequeue_strategy in _SPREAD
-        return claims.claim(self.keys, queue_keys, self.name, self.key, wanted, spread)
+        spread = wanted > 1 and self.dequeue_strategy in _SPREAD
+        return claims.claim(self.keys, [q.key for q in queues], self.name, self.key, wanted, spread)
 
     def _finish_command(self, pending: list[Pending]) -> tuple[Any, ...]:
         return claims.finish(self.keys, self.key, [done.args for done in pending])
@@ -141,15 +143,16 @@ class ClaimProtocol:
         """Jobs, queues and executions of a claim script's reply, registered as this worker's."""
         by_key = {q.key: q for q in self.ordered_queues}
         started = []
-        for item in claims.claimed_jobs(
+        for queue_key, job, execution, ttl in claims.claimed_jobs(
             reply, self._claimed_job_class, self.connection, self.serializer, self.name, claim
         ):
-            self._busy_ttl = max(self._busy_ttl, item.ttl)
-            queue = by_key[item.queue_key]
-            self.executions[item.execution.id] = item.execution
+            if ttl > self._busy_ttl:
+                self._busy_ttl = ttl
+            queue = by_key[queue_key]
+            self.executions[execution.id] = execution
             self.reorder_queues(reference_queue=queue)
-            self.log.debug("Worker %s: %s: %s (%s)", self.name, queue.name, item.job.description, item.job.id)
-            started.append((item.job, queue, item.execution))
+            self.log.debug("Worker %s: %s: %s (%s)", self.name, queue.name, job.description, job.id)
+            started.append((job, queue, execution))
         return started
 
     def _load_scripts(self) -> None:

@@ -83,7 +83,8 @@ def pack(commands: Iterable[Command], connection: Connection | None = None) -> b
     if _hiredis_pack is None:
         assert connection is not None
         return b"".join(connection.pack_commands(list(commands)))
-    return b"".join(_hiredis_pack(c if isinstance(c, tuple) else tuple(c)) for c in commands)
+    pack_one = _hiredis_pack
+    return b"".join([pack_one(c if c.__class__ is tuple else tuple(c)) for c in commands])
 
 
 def bulk(value: bytes) -> bytes:
@@ -243,12 +244,14 @@ class Checkout:
         self.connection: Any = None
 
     def send(self, packed: bytes) -> Checkout:
-        """Take a connection and write ``packed`` on it."""
-        self.connection = self.pool.get_connection()
+        """Take a connection and write ``packed`` on it (dropped and given back if that fails)."""
+        connection: Any = self.pool.get_connection()
+        self.connection = connection
         try:
-            send(self.connection, packed)
+            connection.send_packed_command([packed])
         except BaseException:
-            self.pool.release(self.connection)
+            connection.disconnect()
+            self.pool.release(connection)
             raise
         return self
 

@@ -54,14 +54,8 @@ def claim(
     return Claim(("EVALSHA", CLAIM.sha, len(queue_keys), *queue_keys, *args, keys.rq, mode), stamp, now)
 
 
-@dataclass
-class Claimed:
-    """One job a claim took: its queue's key, the restored job, its execution, the ttl used."""
-
-    queue_key: str
-    job: Job
-    execution: Execution
-    ttl: int
+#: One job a claim took: its queue's key, the restored job, its execution, the ttl used.
+Claimed = tuple[str, Job, Execution, int]
 
 
 def claimed_jobs(
@@ -85,7 +79,7 @@ def claimed_jobs(
         execution = Execution(exec_id, job_id, connection, worker_name=worker_name)
         execution.created_at = execution.last_heartbeat = claim.now
         execution._job = job
-        jobs.append(Claimed(queue_key, job, execution, int(item[3])))
+        jobs.append((queue_key, job, execution, int(item[3])))
     return jobs
 
 

@@ -11,7 +11,7 @@ project's prefix, so that a namespace is one self-contained set of keys.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rq.defaults import RQ_KEY_PREFIX
 
@@ -36,14 +36,13 @@ class Keys:
     rq_prefix: str = RQ_KEY_PREFIX
     own_prefix: str = ""
 
+    #: RQ's prefix with its separator (``rq:``), which every RQ key starts with.
+    rq: str = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         if not self.own_prefix:
             object.__setattr__(self, "own_prefix", own_prefix_for(self.rq_prefix))
-
-    @property
-    def rq(self) -> str:
-        """RQ's prefix with its separator (``rq:``), which every RQ key starts with."""
-        return self.rq_prefix + ":"
+        object.__setattr__(self, "rq", self.rq_prefix + ":")
 
     # -- jobs ---------------------------------------------------------------------------------
 
