@@ -4,8 +4,9 @@ For each layout it writes the jobs with the producer's writer (one namespace aft
 round robin), then runs one ``FastWorker`` process per namespace (``WORKER_BATCH``) until the
 queue is empty, and reports per master: the jobs it served, the Redis commands it ran
 (``INFO commandstats``, scripts' inner calls included) and the Redis CPU it spent
-(``used_cpu_sys + used_cpu_user``) per job. The per-master ceiling is one core over the CPU
-per job: the rate at which that master's Redis would be saturated.
+(``used_cpu_sys + used_cpu_user``, less what it spends idle over the same time) per job. The
+per-master ceiling is one core over the CPU per job: the rate at which that master's Redis
+would be saturated.
 
 ``flock /tmp/bench.lock python -m bench.cluster [--jobs N] [--batch B]``
 """
@@ -49,7 +50,15 @@ def _node_figures(local: LocalCluster) -> dict[int, tuple[int, float]]:
     return figures
 
 
-def run(local: LocalCluster, spaces: int, jobs: int, batch: int) -> dict[str, Any]:
+def idle_cpu(local: LocalCluster, seconds: float = 3.0) -> dict[int, float]:
+    """Each master's Redis CPU per second while nothing runs."""
+    before = _node_figures(local)
+    time.sleep(seconds)
+    after = _node_figures(local)
+    return {port: max(0.0, (after[port][1] - before[port][1]) / seconds) for port in after}
+
+
+def run(local: LocalCluster, spaces: int, jobs: int, batch: int, idle: dict[int, float]) -> dict[str, Any]:
     """One layout: ``spaces`` namespaces of queue member, ``jobs`` trivial jobs, one worker each."""
     env = {**os.environ, **local.env, "QUEUE_NAMESPACES": f"member={spaces}", "PYTHONPATH": str(ROOT)}
     env.update(WORKER_BATCH=str(batch), LOG_LEVEL="WARNING")
@@ -96,7 +105,9 @@ def run(local: LocalCluster, spaces: int, jobs: int, batch: int) -> dict[str, An
     masters = {}
     for port, (calls, cpu) in after.items():
         done = served.get(port, 0)
-        d_calls, d_cpu = calls - before[port][0], cpu - before[port][1]
+        # Less what the master spends when idle (its cron, replication pings) over the same time.
+        d_calls = calls - before[port][0]
+        d_cpu = max(0.0, cpu - before[port][1] - idle.get(port, 0.0) * elapsed)
         masters[port] = {
             "jobs": done,
             "calls_per_job": d_calls / done if done else None,
@@ -121,10 +132,11 @@ def main() -> None:
         local = LocalCluster(binary, Path(tmp))
         local.start()
         try:
+            idle = idle_cpu(local)
             results: dict[int, list[dict[str, Any]]] = {1: [], 3: []}
             for _ in range(args.rounds):
                 for spaces in (1, 3):
-                    results[spaces].append(run(local, spaces, args.jobs, args.batch))
+                    results[spaces].append(run(local, spaces, args.jobs, args.batch, idle))
         finally:
             local.stop()
     print()
