@@ -349,6 +349,8 @@ def simulate_fill(
     retain_old_tables: bool | frozenset[str],
     first_set_histogram: bool = False,
     pending_reply: int = 0,
+    deferred: frozenset[str] = frozenset(),
+    deferred_from: int = 0,
     limit: int = 50_000_000,
 ) -> FillResult:
     """Replay ``SET key{i} value`` one key at a time until the first OOM refusal.
@@ -362,7 +364,10 @@ def simulate_fill(
     rehash (the server's cron usually finishes it sooner: that is the timing window); a
     set of names retains only those tables' old halves.
     ``pending_reply`` is what a pipelined batch holds while a later command runs: the list
-    node that queues the connection for writing its earlier replies.
+    node that queues the connection for writing its earlier replies. ``deferred`` names tables
+    whose growth from write ``deferred_from`` on does not happen while their load allows it
+    (a dict does not grow while an earlier rehash of it still runs, and by the time it may, the
+    growth can cross ``maxmemory``).
     """
     if maxmemory <= 0:
         raise ValueError("maxmemory must be set to predict a capacity")
@@ -401,6 +406,8 @@ def simulate_fill(
         more = profile.table(new_size)
         ratio = table.used / table.size if table.size else 0.0
         if table.size and ratio <= MAX_LOAD_FACTOR and now - not_counted + more > maxmemory:
+            return 0
+        if name in deferred and i >= deferred_from and table.size and ratio <= MAX_LOAD_FACTOR:
             return 0
         result.expansions.append({"table": name, "at_key": i, "from": table.size, "to": new_size})
         if table.size:
