@@ -91,6 +91,21 @@ def _rotl(x: int, b: int) -> int:
     return ((x << b) | (x >> (64 - b))) & _M64
 
 
+def _sip_round(v0: int, v1: int, v2: int, v3: int) -> tuple[int, int, int, int]:
+    """One SipRound."""
+    v0 = (v0 + v1) & _M64
+    v1 = _rotl(v1, 13) ^ v0
+    v0 = _rotl(v0, 32)
+    v2 = (v2 + v3) & _M64
+    v3 = _rotl(v3, 16) ^ v2
+    v0 = (v0 + v3) & _M64
+    v3 = _rotl(v3, 21) ^ v0
+    v2 = (v2 + v1) & _M64
+    v1 = _rotl(v1, 17) ^ v2
+    v2 = _rotl(v2, 32)
+    return v0, v1, v2, v3
+
+
 def siphash12(seed: bytes, data: bytes) -> int:
     """SipHash-1-2 (one compression round, two finalisation rounds), as ``siphash.c`` computes it."""
     k0, k1 = struct.unpack("<QQ", seed)
@@ -102,29 +117,11 @@ def siphash12(seed: bytes, data: bytes) -> int:
     words = [*struct.unpack_from(f"<{end // 8}Q", data), tail]
     for m in words:
         v3 ^= m
-        v0 = (v0 + v1) & _M64
-        v1 = _rotl(v1, 13) ^ v0
-        v0 = _rotl(v0, 32)
-        v2 = (v2 + v3) & _M64
-        v3 = _rotl(v3, 16) ^ v2
-        v0 = (v0 + v3) & _M64
-        v3 = _rotl(v3, 21) ^ v0
-        v2 = (v2 + v1) & _M64
-        v1 = _rotl(v1, 17) ^ v2
-        v2 = _rotl(v2, 32)
+        v0, v1, v2, v3 = _sip_round(v0, v1, v2, v3)
         v0 ^= m
     v2 ^= 0xFF
     for _ in range(2):
-        v0 = (v0 + v1) & _M64
-        v1 = _rotl(v1, 13) ^ v0
-        v0 = _rotl(v0, 32)
-        v2 = (v2 + v3) & _M64
-        v3 = _rotl(v3, 16) ^ v2
-        v0 = (v0 + v3) & _M64
-        v3 = _rotl(v3, 21) ^ v0
-        v2 = (v2 + v1) & _M64
-        v1 = _rotl(v1, 17) ^ v2
-        v2 = _rotl(v2, 32)
+        v0, v1, v2, v3 = _sip_round(v0, v1, v2, v3)
     result: int = (v0 ^ v1 ^ v2 ^ v3) & _M64
     return result
 
