@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     DateTime,
     Engine,
     Integer,
@@ -17,6 +21,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    text,
 )
 from sqlalchemy.exc import (
     DBAPIError,
@@ -144,14 +149,55 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 def init_db(engine: Engine, attempts: int = 3) -> None:
     """Create the tables that do not exist yet.
 
-    Processes starting together (gunicorn workers, rq workers) race to create them: whoever
-    loses sees "already exists" (PostgreSQL: a duplicate pg_type row) and looks again.
+    Processes starting together (server processes, rq workers, the monitor) would race to create
+    them: whoever loses sees "already exists" (PostgreSQL: a duplicate pg_type row), and with
+    three tables and a dozen processes a few retries are not enough. So creation runs under one
+    lock per database (a file lock beside a SQLite file, an advisory lock on PostgreSQL, GET_LOCK
+    on MySQL/MariaDB); the retry stays for a lock that could not be taken.
     """
     for attempt in range(1, attempts + 1):
         try:
-            metadata.create_all(engine)
+            with _creation_lock(engine) as bind:
+                metadata.create_all(bind)
             return
         except (OperationalError, ProgrammingError, IntegrityError) as exc:
             if attempt == attempts:
                 raise
             logger.debug("concurrent table creation (%s); checking again", exc.orig)
+
+
+_LOCK_NAME = "redis_archive_init_db"
+
+
+@contextmanager
+def _creation_lock(engine: Engine) -> Iterator[Engine | Connection]:
+    """Hold a lock only one process per database has while it creates the tables."""
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        database = engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            yield engine
+            return
+        with open(f"{database}.init-lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield engine
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    if dialect == "postgresql":
+        with engine.begin() as conn:
+            # Held until this transaction ends, the tables' creation included.
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": _LOCK_NAME})
+            yield conn
+        return
+    if dialect in ("mysql", "mariadb"):
+        with engine.connect() as conn:
+            conn.execute(text("SELECT GET_LOCK(:name, 60)"), {"name": _LOCK_NAME})
+            try:
+                yield conn
+                conn.commit()
+            finally:
+                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _LOCK_NAME})
+        return
+    yield engine

@@ -356,7 +356,8 @@ def test_up_runs_a_worker_and_a_monitor_for_every_namespace(cluster: LocalCluste
             stderr=log,
         )
     try:
-        assert wait_until(lambda: "ready" in log_path.read_text(), 60), log_path.read_text()
+        # "ready" alone would also match "already exists" in some child's traceback.
+        assert wait_until(lambda: "\nready; Ctrl-C" in log_path.read_text(), 60), log_path.read_text()
         out = log_path.read_text()
         assert "Redis Cluster, seed nodes" in out
         tags = [ns.tag for ns in namespaces(Settings.from_env(env))["member"]]

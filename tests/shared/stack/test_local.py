@@ -47,7 +47,7 @@ class Up:
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        ready = wait_until(lambda: any("ready" in line for line in self.lines), 60, interval=0.1)
+        ready = wait_until(lambda: any(line.startswith("ready;") for line in self.lines), 60, interval=0.1)
         assert ready, "up did not become ready:\n" + "".join(self.lines)
         self.base = f"http://127.0.0.1:{self.port}"
 
