@@ -48,7 +48,10 @@ CORE: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...]]] = {
     "shared/stack/test_sentinel.py": (None, ("tls",)),
     "shared/lock/test_redlock.py": (None, ()),
     "producer/test_cache.py": (None, ()),
+    "producer/test_cache_input.py": (None, ()),
     "producer/test_dashboard.py": (None, ()),
+    "producer/test_dashboard_redis.py": (None, ()),
+    "producer/test_dashboard_browser.py": (None, ()),
     "producer/test_probes.py": (None, ()),
 }
 

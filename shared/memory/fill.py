@@ -14,7 +14,8 @@ from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from shared.connections import raw
 from shared.connections.pools import dedicated
 from shared.memory.model import key_breakdown
-from shared.memory.snapshot import Prediction, ProbeError, predict, server_profile, settle, snapshot
+from shared.memory.predict import Prediction, predict
+from shared.memory.snapshot import ProbeError, server_profile, settle, snapshot
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,231 @@
+"""FastWorker's batch mode, its claim path's restore against RQ's, and RQ's options and commands
+(round robin, kill-horse, RQ's logger)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+from rq import Callback, Queue, Retry, SimpleWorker
+from rq.command import send_kill_horse_command
+from rq.job import Dependency, Job, JobStatus
+from rq.serializers import JSONSerializer
+from rq.worker.base import DequeueStrategy
+
+from consumer.worker import FastWorker
+from consumer.worker.protocol import ClaimProtocol
+from shared.rqmodel import restore as restore_module
+from shared.rqmodel.keys import KEYS
+from shared.rqmodel.restore import restore, restored_state
+from tests import parity_jobs as pj
+from tests.servers import ROOT
+
+QUEUE = "parity"
+
+
+# --- batch mode: the next batch is claimed while the current one runs ----------------------------
+
+
+def _batch_run(r: redis.Redis, jobs: list[Job], worker: FastWorker, **work: Any) -> dict[str, Any]:
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        worker.work(burst=True, **work)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    return {
+        "runs": int(r.get("runs") or 0),
+        "statuses": [job.get_status(refresh=True).value for job in jobs],
+        "queued": r.llen(queue.key),
+        "started": r.zcard(queue.started_job_registry.key),
+        "executions": r.scard(worker.executions_key),
+    }
+
+
+def test_batch_runs_every_claimed_job_when_stopped(r: redis.Redis, worker_env: Any) -> None:
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    jobs = [queue.enqueue(pj.count, "runs") for _ in range(3)] + [queue.enqueue(pj.stop_worker)]
+    jobs += [queue.enqueue(pj.count, "runs") for _ in range(16)]
+    worker = FastWorker([queue], connection=r, serializer=JSONSerializer, batch=4)
+    state = _batch_run(r, jobs, worker)
+    # The stop came in the first batch; the second was claimed already, so it ran too.
+    assert state["runs"] == 7
+    assert state["statuses"] == ["finished"] * 8 + ["queued"] * 12
+    assert (state["queued"], state["started"], state["executions"]) == (12, 0, 0)
+    assert r.zcard(KEYS.heartbeats) == 0
+
+
+def test_batch_stops_at_max_jobs_without_claiming_more(r: redis.Redis, worker_env: Any) -> None:
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    jobs = [queue.enqueue(pj.count, "runs") for _ in range(20)]
+    worker = FastWorker([queue], connection=r, serializer=JSONSerializer, batch=4)
+    state = _batch_run(r, jobs, worker, max_jobs=6)
+    assert state["runs"] == 6
+    assert state["statuses"] == ["finished"] * 6 + ["queued"] * 14
+    assert (state["queued"], state["started"], state["executions"]) == (14, 0, 0)
+
+
+def test_batch_puts_back_a_claim_whose_reply_was_lost(
+    r: redis.Redis, worker_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    jobs = [queue.enqueue(pj.count, "runs") for _ in range(20)]
+    worker = FastWorker([queue], connection=r, serializer=JSONSerializer, batch=4)
+    real_start = ClaimProtocol._start_claim
+    calls = {"n": 0}
+
+    def lose_the_first_look_ahead_reply(self: Any, pending: Any, wanted: int) -> Any:
+        inflight = real_start(self, pending, wanted)
+        calls["n"] += 1
+        if calls["n"] == 1:  # the claim sent while the first batch ran
+
+            def lost(count: int) -> list[Any]:
+                inflight.checkout.connection.disconnect()
+                inflight.checkout.pool.release(inflight.checkout.connection)
+                raise redis.exceptions.ConnectionError("reply lost")
+
+            inflight.checkout.read = lost
+        return inflight
+
+    monkeypatch.setattr(ClaimProtocol, "_start_claim", lose_the_first_look_ahead_reply)
+    state = _batch_run(r, jobs, worker)
+    # The lost claim's four jobs went back to the queue and ran once each, like every other.
+    assert worker.failovers == 1
+    assert state["runs"] == 20
+    assert state["statuses"] == ["finished"] * 20
+    assert (state["queued"], state["started"], state["executions"]) == (0, 0, 0)
+
+
+# --- the claim path's restore against RQ's ------------------------------------------------------
+
+
+def _jobs_of_every_kind(r: redis.Redis) -> list[Job]:
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    parent = queue.enqueue(pj.add, 1, 2)
+    jobs = [
+        parent,
+        queue.enqueue(pj.add, 1, 2, job_timeout=30, result_ttl=60, failure_ttl=90, ttl=600, description="d"),
+        queue.enqueue(pj.add, 3, 4, job_timeout=-1, result_ttl=-1, meta={"name": "x", "n": [1, 2]}),
+        queue.enqueue(
+            pj.fail,
+            "no",
+            retry=Retry(max=3, interval=[1, 2]),
+            on_success=Callback(pj.record_success, timeout=5),
+            on_failure=Callback(pj.record_failure),
+            on_stopped=Callback(pj.record_stopped, timeout=7),
+            at_front=True,
+        ),
+        queue.enqueue(pj.add, 5, 6, depends_on=parent),
+        queue.enqueue(pj.add, 5, 6, depends_on=Dependency(jobs=[parent], allow_failure=True)),
+        queue.enqueue_in(timedelta(seconds=30), pj.add, 7, 8),
+    ]
+    done = queue.enqueue(pj.add, 2, 2)
+    SimpleWorker([queue], connection=r, serializer=JSONSerializer).work(burst=True, max_jobs=1)
+    failed = Queue("other", connection=r, serializer=JSONSerializer).enqueue(pj.fail, "boom")
+    SimpleWorker(["other"], connection=r, serializer=JSONSerializer).work(burst=True)
+    bad_meta = queue.enqueue(pj.add, 1, 1)
+    r.hset(bad_meta.key, "meta", b"\x80not json")
+    return [*jobs, done, failed, bad_meta]
+
+
+def test_claim_restore_sets_what_rqs_restore_sets(
+    r: redis.Redis, worker_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = _jobs_of_every_kind(r)
+    assert len(jobs) == 10
+    fast = []
+    real_fast_restore = restore_module._restore
+
+    def counted(job: Job, data: dict[bytes, bytes]) -> None:
+        real_fast_restore(job, data)
+        fast.append(job.id)
+
+    monkeypatch.setattr(restore_module, "_restore", counted)
+    for job in jobs:
+        raw = r.hgetall(job.key)
+        theirs = Job(job.id, connection=r, serializer=JSONSerializer)
+        theirs.restore(dict(raw))
+        ours = Job(job.id, connection=r, serializer=JSONSerializer)
+        restore(ours, dict(raw))
+        assert restored_state(ours) == restored_state(theirs), raw
+        assert ours.func_name == theirs.func_name and ours.args == theirs.args and ours.meta == theirs.meta
+    # Every job but the failed one (RQ's own restore reads its exception text) took the fast path.
+    assert len(fast) >= 9
+
+
+# --- RQ's options and commands ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_round_robin_takes_turns_within_a_batch_as_rq_does(
+    r: redis.Redis, worker_env: Any, batch: int
+) -> None:
+    def order(worker_class: Any, **options: Any) -> list[str]:
+        r.flushdb()
+        queues = [Queue(name, connection=r, serializer=JSONSerializer) for name in ("a", "b", "c")]
+        for queue, count in zip(queues, (5, 2, 3), strict=True):
+            for i in range(count):
+                queue.enqueue(pj.record, "order", f"{queue.name}{i}")
+        worker = worker_class(queues, connection=r, serializer=JSONSerializer, **options)
+        worker.work(burst=True, dequeue_strategy=DequeueStrategy.ROUND_ROBIN)
+        return [label.decode() for label in r.lrange("order", 0, -1)]
+
+    expected = order(SimpleWorker)
+    assert expected == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "c2", "a3", "a4"]
+    assert order(FastWorker, batch=batch) == expected
+
+
+def test_kill_horse_command_fails_the_running_job_as_a_killed_horse_does(
+    r: redis.Redis, worker_env: Any
+) -> None:
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    job = queue.enqueue(pj.sleep, 30)
+    after = queue.enqueue(pj.add, 1, 2)
+    worker = FastWorker([queue], connection=r, serializer=JSONSerializer)
+
+    def send_when_running() -> None:
+        deadline = time.monotonic() + 10
+        while job.get_status(refresh=True) != JobStatus.STARTED and time.monotonic() < deadline:
+            time.sleep(0.02)
+        send_kill_horse_command(r, worker.name)
+
+    sender = threading.Thread(target=send_when_running)
+    sender.start()
+    started = time.monotonic()
+    worker.work(burst=True, logging_level="WARNING")
+    sender.join()
+    assert time.monotonic() - started < 15  # the 30 s job did not run to its end
+    assert job.get_status(refresh=True) == JobStatus.FAILED
+    assert job.id in queue.failed_job_registry
+    assert "kill-horse" in (job.latest_result().exc_string or "")
+    assert after.get_status(refresh=True) == JobStatus.FINISHED  # the worker carried on
+
+
+def test_plain_rq_worker_with_fast_worker_logs_on_rqs_logger(
+    r: redis.Redis, redis_url: str, tmp_path: Any
+) -> None:
+    queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
+    queue.enqueue(pj.add, 1, 2)
+    argv = [sys.executable, "-m", "rq.cli", "worker", "--url", redis_url, "-S", "json"]
+    argv += ["-w", "consumer.worker.FastWorker", "--burst", QUEUE]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    # Without a settings module: RQ's own handler shows the worker's INFO lines, in RQ's format.
+    assert re.search(r"\d\d:\d\d:\d\d Worker .*: done, quitting", out.stdout), out.stdout + out.stderr
+    quiet = subprocess.run(
+        [*argv[:-1], "--logging_level", "WARNING", QUEUE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert quiet.returncode == 0 and "done, quitting" not in quiet.stdout + quiet.stderr
