@@ -9,13 +9,10 @@ recorded and checked against the new master and the database afterwards.
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import re
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,22 +29,13 @@ from shared.stack import procs
 from shared.stack.local import producer_argv, worker_argv
 from shared.stack.sentinel import HaCluster
 
+from .load import Client, Post
 from .servers import REDIS_SERVER
 
 WORKER_CLASS = "consumer.worker.FastWorker"
 #: A worker's line for a job it put back after a failover (the job then runs again).
 _PUT_BACK = re.compile(r"job ([0-9a-f-]+) \(\w+\) put back")
 _JOB_LINE = re.compile(r"job active|job completed|createMemberJob|Job OK|result is kept|Successfully")
-
-
-@dataclass
-class Post:
-    """One client request: when it was sent and answered, and how."""
-
-    sent: float
-    done: float
-    status: int
-    job_id: str | None
 
 
 @dataclass
@@ -104,48 +92,6 @@ class FailoverResult:
             f"stranded {len(self.stranded)}, failovers {self.failovers}, "
             f"workers alive {sum(self.workers_alive)}/{len(self.workers_alive)} ({self.directory})"
         )
-
-
-class Client(threading.Thread):
-    """POSTs member jobs at ``rate`` per second until stopped."""
-
-    def __init__(self, port: int, rate: float) -> None:
-        super().__init__(daemon=True)
-        self.port = port
-        self.interval = 1.0 / rate
-        self.posts: list[Post] = []
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        conn: http.client.HTTPConnection | None = None
-        n = 0
-        next_at = time.monotonic()
-        while not self.stopping.is_set():
-            n += 1
-            body = json.dumps({"name": f"member {n}", "age": n % 100})
-            sent = time.monotonic()
-            status, job_id = 0, None
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                conn.request("POST", "/queue/members", body, {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                payload = response.read()
-                status = response.status
-                if status == 202:
-                    job_id = json.loads(payload)["jobId"]
-                if response.getheader("Connection", "").lower() == "close":
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException):
-                if conn is not None:
-                    conn.close()
-                conn = None
-            self.posts.append(Post(sent, time.monotonic(), status, job_id))
-            next_at = max(next_at + self.interval, time.monotonic())
-            self.stopping.wait(max(0.0, next_at - time.monotonic()))
-        if conn is not None:
-            conn.close()
 
 
 def _job_states(redis: Redis, job_ids: list[str]) -> dict[str, str | None]:
@@ -223,7 +169,7 @@ def run_failover(
         registered = {f"rq:worker:{name}".encode() for name in names}
         if not procs.wait_until(lambda: registered <= set(redis.smembers("rq:workers")), 60, 0.2):
             raise RuntimeError(f"the workers did not start; see {directory}")
-        client = Client(port, rate)
+        client = Client(port, rate, timeout=30.0)
         client.start()
         time.sleep(before_kill)
         killed_at = time.monotonic()
@@ -251,7 +197,7 @@ def run_failover(
         stranded = [j for j in acknowledged if j not in rows and states.get(j) is not None]
 
         # Every worker still takes jobs: who ran the jobs sent after the kill, and a fresh batch.
-        extra = Client(port, 50.0)
+        extra = Client(port, 50.0, timeout=30.0)
         extra.start()
         procs.wait_until(lambda: sum(1 for p in extra.posts if p.status == 202) >= 30, 20, 0.1)
         extra.stopping.set()

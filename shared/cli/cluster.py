@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 from redis.exceptions import RedisError
 
-from shared.cli.foreground import until_stopped
-from shared.cli.options import chosen_server, server_option
-from shared.exceptions import ArchiveError
-from shared.stack.binaries import NO_SERVER
+from shared.cli.foreground import run_topology
+from shared.cli.options import announced_server, server_option
 from shared.stack.cluster import LocalCluster
 
 
@@ -37,10 +34,7 @@ def up(
     masters: int, replicas: int, node_timeout_ms: int, data_dir: Path | None, server_choice: str | None
 ) -> None:
     """Run a local cluster in the foreground, print the environment to use it, stop on Ctrl-C."""
-    found = chosen_server(server_choice)
-    if found is None:
-        raise click.ClickException(NO_SERVER)
-    click.echo(f"server    {found.describe()}")
+    found = announced_server(server_choice)
     with tempfile.TemporaryDirectory(prefix="redis-archive-cluster-") as tmp:
         local = LocalCluster(
             found.path,
@@ -49,29 +43,18 @@ def up(
             replicas=replicas,
             node_timeout_ms=node_timeout_ms,
         )
-        with until_stopped() as stopping:
-            try:
-                try:
-                    local.start()
-                except ArchiveError as exc:
-                    raise click.ClickException(f"{exc} (logs in {local.directory})") from None
-                for node in local.nodes:
-                    pid = node.proc.pid if node.proc is not None else "?"
-                    role = local.client(node).info("replication").get("role")
-                    click.echo(f"{node.name:<8} 127.0.0.1:{node.port}  {role:<6}  pid {pid}")
-                click.echo(f"logs in {local.directory}")
-                click.echo("use it with:")
-                for name, value in local.env.items():
-                    click.echo(f"export {name}={value}")
-                click.echo("export QUEUE_NAMESPACES=member=3")
-                click.echo("ready; Ctrl-C stops everything")
-                sys.stdout.flush()
-                while not stopping:
-                    time.sleep(0.25)
-            finally:
-                click.echo("stopping")
-                local.stop()
-    click.echo("stopped")
+
+        def describe() -> Iterator[str]:
+            for node in local.nodes:
+                pid = node.proc.pid if node.proc is not None else "?"
+                role = local.client(node).info("replication").get("role")
+                yield f"{node.name:<8} 127.0.0.1:{node.port}  {role:<6}  pid {pid}"
+            yield f"logs in {local.directory}"
+            yield "use it with:"
+            yield from (f"export {name}={value}" for name, value in local.env.items())
+            yield "export QUEUE_NAMESPACES=member=3"
+
+        run_topology(local, describe)
 
 
 @cluster.command()

@@ -6,14 +6,13 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from shared.cli.foreground import until_stopped
-from shared.cli.options import chosen_server, server_option
-from shared.exceptions import ArchiveError
-from shared.stack.binaries import NO_SERVER
+from shared.cli.foreground import run_topology
+from shared.cli.options import announced_server, server_option
 from shared.stack.sentinel import HaCluster
 
 logger = logging.getLogger(__name__)
@@ -54,10 +53,7 @@ def up(
     server_choice: str | None,
 ) -> None:
     """Run the topology in the foreground, print the environment to use it, stop on Ctrl-C."""
-    found = chosen_server(server_choice)
-    if found is None:
-        raise click.ClickException(NO_SERVER)
-    click.echo(f"server    {found.describe()}")
+    found = announced_server(server_choice)
     quorum = sentinels // 2 + 1
     with tempfile.TemporaryDirectory(prefix="redis-archive-ha-") as tmp:
         cluster = HaCluster(
@@ -71,30 +67,20 @@ def up(
             password=password,
             sentinel_password=sentinel_password,
         )
-        with until_stopped() as stopping:
-            try:
-                try:
-                    cluster.start()
-                except ArchiveError as exc:
-                    raise click.ClickException(f"{exc} (logs in {cluster.directory})") from None
-                for node in cluster.data_nodes + cluster.sentinel_nodes:
-                    pid = node.proc.pid if node.proc is not None else "?"
-                    click.echo(f"{node.name:<11} 127.0.0.1:{node.port}  pid {pid}")
-                click.echo(f"quorum {quorum}, down-after-milliseconds {down_after_ms}")
-                click.echo(f"logs in {cluster.directory}")
-                click.echo("use it with:")
-                for name, value in cluster.env().items():
-                    click.echo(f"export {name}={value}")
-                master = cluster.data_nodes[0]
-                if master.proc is not None:
-                    click.echo(f"try a failover: kill -9 {master.proc.pid}")
-                click.echo("ready; Ctrl-C stops everything")
-                sys.stdout.flush()
-                _watch(cluster, stopping)
-            finally:
-                click.echo("stopping")
-                cluster.stop()
-    click.echo("stopped")
+
+        def describe() -> Iterator[str]:
+            for node in cluster.data_nodes + cluster.sentinel_nodes:
+                pid = node.proc.pid if node.proc is not None else "?"
+                yield f"{node.name:<11} 127.0.0.1:{node.port}  pid {pid}"
+            yield f"quorum {quorum}, down-after-milliseconds {down_after_ms}"
+            yield f"logs in {cluster.directory}"
+            yield "use it with:"
+            yield from (f"export {name}={value}" for name, value in cluster.env().items())
+            master = cluster.data_nodes[0]
+            if master.proc is not None:
+                yield f"try a failover: kill -9 {master.proc.pid}"
+
+        run_topology(cluster, describe, lambda stopping: _watch(cluster, stopping))
 
 
 def _watch(cluster: HaCluster, stopping: list[int]) -> None:

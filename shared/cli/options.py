@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from shared.stack.binaries import SERVER_ENV, ServerBinary, find_server
+from shared.stack.binaries import NO_SERVER, SERVER_ENV, ServerBinary, find_server
 
 #: ``--server`` of every command that starts private servers.
 server_option = click.option(
@@ -22,4 +22,13 @@ def chosen_server(choice: str | None) -> ServerBinary | None:
     server = find_server(choice)
     if choice and server is None:
         raise click.ClickException(f"--server {choice}: no such server binary")
+    return server
+
+
+def announced_server(choice: str | None) -> ServerBinary:
+    """The binary a command that starts servers uses (``--server``, else the default order), printed."""
+    server = chosen_server(choice)
+    if server is None:
+        raise click.ClickException(NO_SERVER)
+    click.echo(f"server    {server.describe()}")
     return server

@@ -22,7 +22,7 @@ from shared.db import make_engine, member
 from shared.settings import Settings
 from shared.stack import procs
 from shared.stack.sentinel import HaCluster
-from tests.soak.load import Client
+from tests.load import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 

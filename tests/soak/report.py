@@ -13,9 +13,9 @@ from rq.job import JobStatus
 from sqlalchemy import func, select
 
 from shared.db import make_engine, member
+from tests.load import Post
 from tests.soak.faults import Fault
 from tests.soak.lanes import Lane, accepted_ids, fetch_jobs, row_ids
-from tests.soak.load import Post
 
 
 @dataclass

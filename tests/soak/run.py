@@ -11,9 +11,9 @@ from shared.db import init_db, make_engine
 from shared.stack import procs
 from shared.stack.sentinel import HaCluster
 from tests.dbservers import PrivateMariaDB, PrivatePostgres
+from tests.load import Client
 from tests.soak.faults import ACTIONS, HITS, SCHEDULE, Fault, Topology, schedule_times
 from tests.soak.lanes import Lane
-from tests.soak.load import Client
 from tests.soak.report import SoakReport, first_finished_after, lane_result, settled
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
@@ -59,7 +59,7 @@ def run_soak(
         top = Topology(cluster, postgres, mariadb, lanes, db_outage, full_seconds)
         start = time.monotonic()
         for lane in lanes.values():
-            lane.client = Client(lane.name, lane.port, rate)
+            lane.client = Client(lane.port, rate, lane=lane.name)
             lane.client.start()
         faults: list[Fault] = []
         for kind, at in zip(schedule, schedule_times(schedule, seconds), strict=True):

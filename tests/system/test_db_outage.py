@@ -25,7 +25,7 @@ from shared.db import init_db, make_engine, member
 from shared.stack import procs
 from shared.stack.local import plain_worker_argv, producer_argv
 from tests.dbservers import PrivatePostgres, postgres_available
-from tests.failover_scenario import Client
+from tests.load import Client
 from tests.servers import ROOT, RedisProc
 
 pytestmark = [

@@ -1,4 +1,7 @@
-"""The load: a client per lane POSTing member jobs at a steady rate, recording every answer."""
+"""Load for whole-stack runs: a client POSTing member jobs at a steady rate, recording every answer.
+
+The mixed-fault soak runs one per lane; the failover scenario and the database outage test one each.
+"""
 
 from __future__ import annotations
 
@@ -23,12 +26,16 @@ class Post:
 
 
 class Client(threading.Thread):
-    """POSTs member jobs to one producer at ``rate`` per second until stopped."""
+    """POSTs member jobs to one producer at ``rate`` per second until stopped.
 
-    def __init__(self, lane: str, port: int, rate: float) -> None:
+    ``lane`` names the thread and the members; ``timeout`` bounds one request.
+    """
+
+    def __init__(self, port: int, rate: float, lane: str = "member", timeout: float = 60.0) -> None:
         super().__init__(daemon=True, name=f"client-{lane}")
         self.lane = lane
         self.port = port
+        self.timeout = timeout
         self.interval = 1.0 / rate
         self.posts: list[Post] = []
         self.stopping = threading.Event()
@@ -43,7 +50,7 @@ class Client(threading.Thread):
             post = Post(time.monotonic(), 0.0, 0)
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
                 conn.request("POST", "/queue/members", body, {"Content-Type": "application/json"})
                 response = conn.getresponse()
                 payload = response.read()
