@@ -119,7 +119,9 @@ class LocalCluster:
         if out.returncode != 0:
             raise ArchiveError(f"redis-cli --cluster create failed: {out.stdout[-500:]} {out.stderr[-500:]}")
         if not procs.wait_until(self._ready, max(1.0, deadline - time.monotonic()), interval=0.1):
-            raise ArchiveError("the cluster did not become ready (slots served, replicas in sync)")
+            raise ArchiveError(
+                "the cluster did not become ready (slots served, replicas in sync and known to every node)"
+            )
 
     def client(self, node: Node) -> Redis:
         """A plain client of one node."""
@@ -136,6 +138,12 @@ class LocalCluster:
                         return False
                     role = client.info("replication")
                     if role.get("role") == "master" and int(role.get("connected_slaves", 0)) < self.replicas:
+                        return False
+                    # Every node's own map names every master's replicas (gossip lags the
+                    # replication link by a moment): what clients and failover votes go by.
+                    slots = client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+                    masters = {(bytes(item[2][0]), int(item[2][1])) for item in slots}
+                    if len(masters) < self.masters or any(len(item) - 3 < self.replicas for item in slots):
                         return False
                 finally:
                     client.close()
