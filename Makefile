@@ -3,19 +3,32 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test test-rq bench lint clean browser wrk
+.PHONY: run test test-rq test-latest bench lint lock clean browser wrk
+
+# Installs come from the hashed lock files in requirements/ (`make lock` refreshes them from
+# pyproject.toml's ranges); the project itself goes in editable, without dependencies.
+UV_VERSION := 0.13.9
+LOCK_OPTS := --generate-hashes --universal --python-version 3.11 --quiet
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(VENV)/.run-installed: requirements/run.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/run.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test,postgres,mysql]"
+$(VENV)/.test-installed: requirements/test.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/test.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
+
+# Refresh the lock files after a change to pyproject.toml's dependencies (then run `make test`).
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_OPTS) -o requirements/run.txt
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra postgres --extra mysql $(LOCK_OPTS) -o requirements/test.txt
 
 run: $(VENV)/.run-installed
 	$(BIN)/redis-archive up
@@ -25,6 +38,17 @@ run: $(VENV)/.run-installed
 test: $(VENV)/.test-installed browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	TEST_REDIS_SERVER=valkey $(BIN)/python -m pytest -m core $(PYTEST_ARGS)
+
+# The worker and RQ-seam tests on the newest releases pyproject.toml's ranges allow (not the lock),
+# in a venv of their own: a new redis-py or RQ release that changes the worker fails here first.
+LATEST := .venv-latest
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test,postgres,mysql]"
+	$(LATEST)/bin/python -m pip list --format=freeze | grep -iE '^(redis|rq|hiredis|sqlalchemy|flask)=='
+	$(LATEST)/bin/python -m pytest tests/consumer tests/shared/rqmodel $(PYTEST_ARGS)
 
 # RQ's own worker tests, run with RQ's workers and with consumer.worker.FastWorker (tests/rq_suite).
 test-rq: $(VENV)/.test-installed
@@ -59,4 +83,4 @@ lint: $(VENV)/.test-installed
 	$(BIN)/mypy --strict shared
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .cache
+	rm -rf $(VENV) $(LATEST) var .pytest_cache .cache

@@ -30,16 +30,15 @@ from redis.exceptions import RedisError
 from rq.callbacks import execute_failure_callback
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.executions import Execution
-from rq.job import Job, JobStatus
-from rq.job_lifecycle import record_job_failure
+from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.timeouts import UnixSignalDeathPenalty
 from rq.utils import as_text, now, utcformat
 
 from shared.constants import ALL_QUEUES
-from shared.rqmodel.internals import push_back
 from shared.rqmodel.keys import KEYS, Keys, parse_member
+from shared.rqmodel.requeue import Requeued, requeue
 from shared.scheduler import ScheduledJobMover
 
 from .events import log_abandoned
@@ -118,21 +117,34 @@ def recover_worker(
 
 
 def _recover_job(connection: Redis, worker: str, job_id: str, execution_id: str, serializer: Any) -> bool:
-    execution = Execution(execution_id, job_id, connection, worker_name=worker)
     try:
         job = Job.fetch(job_id, connection=connection, serializer=serializer)
     except NoSuchJobError:
+        execution = Execution(execution_id, job_id, connection, worker_name=worker)
         with connection.pipeline() as pipe:
             pipe.delete(execution.key)
             pipe.srem(execution.worker_executions_key, execution.composite_key)
             pipe.execute()
         return False
-    if job.get_status(refresh=False) != JobStatus.STARTED or job.worker_name != worker:
-        with connection.pipeline() as pipe:
-            execution.delete(job=job, pipeline=pipe)
-            pipe.execute()
-        return False
-    # As RQ's own abandoned-job cleanup does: the failure callback sees AbandonedJobError.
+    queue = Queue(job.origin, connection=connection, serializer=serializer)
+    outcome = requeue(
+        connection,
+        job,
+        queue,
+        attempt=True,
+        worker=worker,
+        reason=f"Worker {worker} died running it (AbandonedJobError)",
+        before=_abandoned_callback,
+    )
+    if outcome is Requeued.QUEUED:
+        log_abandoned(job_id, job.origin, f"worker {worker} died; re-queued, {job.retries_left} retries left")
+    elif outcome is Requeued.FAILED:
+        log_abandoned(job_id, job.origin, f"worker {worker} died; no attempts left, failed")
+    return outcome is not Requeued.SKIPPED
+
+
+def _abandoned_callback(job: Job) -> None:
+    """As RQ's own abandoned-job cleanup does: the failure callback sees ``AbandonedJobError``."""
     try:
         if threading.current_thread() is threading.main_thread():
             execute_failure_callback(
@@ -141,27 +153,9 @@ def _recover_job(connection: Redis, worker: str, job_id: str, execution_id: str,
         else:
             callback = job.failure_callback
             if callback is not None:
-                callback(job, connection, AbandonedJobError, AbandonedJobError(), None)
+                callback(job, job.connection, AbandonedJobError, AbandonedJobError(), None)
     except Exception:
-        logger.exception("failure callback of abandoned job %s raised", job_id)
-    queue = Queue(job.origin, connection=connection, serializer=serializer)
-    retry = bool(job.retries_left and job.retries_left > 0)
-    with connection.pipeline() as pipe:
-        execution.delete(job=job, pipeline=pipe)
-        if retry:
-            assert job.retries_left is not None
-            job.retries_left -= 1
-            # Straight back to the queue: the worker died, the job did not fail; no backoff.
-            push_back(queue, job, pipe, at_front=job.enqueue_at_front_on_retry)
-        else:
-            record_job_failure(job, f"Worker {worker} died running it (AbandonedJobError)", pipe)
-        pipe.execute()
-    if retry:
-        log_abandoned(job_id, job.origin, f"worker {worker} died; re-queued, {job.retries_left} retries left")
-    else:
-        log_abandoned(job_id, job.origin, f"worker {worker} died; no attempts left, failed")
-        queue.enqueue_dependents(job, refresh_job_status=False)
-    return True
+        logger.exception("failure callback of abandoned job %s raised", job.id)
 
 
 def clean_started_registries(connection: Redis, queues: tuple[str, ...] = ALL_QUEUES) -> None:

@@ -2,7 +2,7 @@
 
 Real processes: a master, two replicas and three Sentinels (``shared.stack.sentinel``), the producer
 under gunicorn, two workers of the default class (``consumer.worker.FastWorker``, which
-includes :class:`consumer.failover.FailoverMixin`). A client
+includes :mod:`consumer.worker.faults`). A client
 POSTs member jobs at a steady rate; the master is SIGKILLed mid-run; every 202 ``jobId`` is
 recorded and checked against the new master and the database afterwards.
 """
@@ -34,7 +34,7 @@ from .servers import REDIS_SERVER
 
 WORKER_CLASS = "consumer.worker.FastWorker"
 #: A worker's line for a job it put back after a failover (the job then runs again).
-_PUT_BACK = re.compile(r"job ([0-9a-f-]+) \(\w+\) put back")
+_PUT_BACK = re.compile(r"job ([0-9a-f-]+) put back")
 _JOB_LINE = re.compile(r"job active|job completed|createMemberJob|Job OK|result is kept|Successfully")
 
 

@@ -1,92 +1,84 @@
-"""The fast worker's liveness: a heartbeat thread that also recovers the jobs of dead workers."""
+"""The worker's liveness: a heartbeat thread that also recovers the jobs of dead workers.
+
+Each worker beats into a sorted set every ``HEARTBEAT_TIMEOUT / 5`` seconds (at most 3 s);
+between beats it looks, once a second, for workers whose beat stopped and hands their jobs to
+:mod:`consumer.recovery`. The thread waits on an event, so :meth:`Heartbeat.stop` returns at once.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis.exceptions
-from rq.exceptions import StopRequested
-from rq.suspension import is_suspended
 from rq.utils import utcformat
-from rq.worker.base import WorkerStatus
 
 from shared.rqmodel.dates import utc_now
-from shared.rqmodel.keys import Keys
 
 from .. import recovery
 
+if TYPE_CHECKING:
+    from .worker import FastWorker
 
-class Heartbeats:
-    """Beats and dead-worker scans from a background thread (mixed in before RQ's worker)."""
+logger = logging.getLogger(__name__)
 
-    # Attributes of the worker this mixin is part of.
-    log: logging.Logger
-    connection: Any
-    name: str
-    key: str
-    executions_key: str
-    executions: dict[str, Any]
-    worker_ttl: int
-    serializer: Any
-    keys: Keys
-    stop_requested: bool
-    heartbeat_timeout: float
-    beat_interval: float
-    _busy_ttl: int
-    _beats_stop: threading.Event
 
-    if TYPE_CHECKING:  # RQ's BaseWorker methods this mixin calls
+class Heartbeat:
+    """Beats for ``worker`` from a daemon thread, and recovers dead workers' jobs between beats."""
 
-        def get_state(self) -> str: ...
-        def set_state(self, state: str, pipeline: Any = None) -> None: ...
+    def __init__(self, worker: FastWorker, timeout: float) -> None:
+        self.worker = worker
+        self.timeout = float(timeout)
+        self.interval = min(3.0, self.timeout / 5)
+        #: The longest job ttl the worker claimed: its keys must outlive the job.
+        self.busy_ttl = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def check_for_suspension(self, burst: bool) -> None:
-        """Like RQ's, without a worker heartbeat (the heartbeat thread keeps the worker alive)."""
-        before_state = None
-        notified = False
-        while not self.stop_requested and is_suspended(self.connection):
-            if burst:
-                self.log.info("Worker %s: suspended in burst mode, exiting", self.name)
-                raise StopRequested
-            if not notified:
-                self.log.info("Worker %s: suspended, run `rq resume` to resume", self.name)
-                before_state = self.get_state()
-                self.set_state(WorkerStatus.SUSPENDED)
-                notified = True
-            time.sleep(1)
-        if before_state:
-            self.set_state(before_state)
-
-    def _beat(self) -> None:
-        ttl = max(self.worker_ttl + 60, self._busy_ttl if self.executions else 0)
-        with self.connection.pipeline(transaction=False) as pipe:
-            pipe.zadd(self.keys.heartbeats, {self.name: time.time()})
-            pipe.hset(self.key, "last_heartbeat", utcformat(utc_now()))
-            pipe.expire(self.key, ttl)
-            pipe.expire(self.executions_key, ttl)
+    def beat(self) -> None:
+        """One beat: the heartbeats set, the worker hash's ``last_heartbeat`` and both keys' ttls."""
+        worker = self.worker
+        ttl = max(worker.worker_ttl + 60, self.busy_ttl if worker.executions else 0)
+        with worker.connection.pipeline(transaction=False) as pipe:
+            pipe.zadd(worker.keys.heartbeats, {worker.name: time.time()})
+            pipe.hset(worker.key, "last_heartbeat", utcformat(utc_now()))
+            pipe.expire(worker.key, ttl)
+            pipe.expire(worker.executions_key, ttl)
             pipe.execute()
 
-    def _beats(self) -> None:
-        """Heartbeat thread: beat, and recover the jobs of workers whose beat stopped."""
-        next_beat = time.monotonic() + self.beat_interval
-        while not self._beats_stop.wait(min(1.0, self.beat_interval)):
+    def start(self) -> None:
+        """Beat now (on the calling thread, so that a refusal raises there), then from a thread."""
+        self.beat()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self.worker.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        worker = self.worker
+        stale = recovery.stale_after(self.timeout)
+        next_beat = time.monotonic() + self.interval
+        while not self._stop.wait(min(recovery.SCAN_INTERVAL, self.interval)):
             try:
                 if time.monotonic() >= next_beat:
-                    self._beat()
-                    next_beat = time.monotonic() + self.beat_interval
+                    self.beat()
+                    next_beat = time.monotonic() + self.interval
                 recovery.recover_dead_workers(
-                    self.connection, recovery.stale_after(self.heartbeat_timeout), serializer=self.serializer
+                    worker.connection, stale, serializer=worker.serializer, keys=worker.keys
                 )
             except redis.exceptions.RedisError as exc:
-                self.log.warning("Worker %s: heartbeat failed: %s", self.name, exc)
+                logger.warning("Worker %s: heartbeat failed: %s", worker.name, exc)
 
-    def _unregister_beat(self) -> None:
-        # Jobs still in flight (cold shutdown) stay registered so that recovery re-queues them.
-        if not self.executions:
-            try:
-                self.connection.zrem(self.keys.heartbeats, self.name)
-            except redis.exceptions.RedisError:
-                self.log.warning("worker %s: could not remove its heartbeat", self.name)
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop beating; unregister unless jobs are still in flight (recovery re-queues those)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self.worker.executions:
+            return
+        try:
+            self.worker.connection.zrem(self.worker.keys.heartbeats, self.worker.name)
+        except redis.exceptions.RedisError:
+            logger.warning("Worker %s: could not remove its heartbeat", self.worker.name)

@@ -104,3 +104,9 @@ class WorkerInternals:
 def death_penalty_timeout(penalty: Any) -> int:
     """The timeout a death penalty was built with."""
     return int(penalty._timeout)
+
+
+def scheduler_process(worker: Any) -> Any:
+    """The process of RQ's scheduler a worker started (``--with-scheduler``), if any."""
+    scheduler = getattr(worker, "scheduler", None)
+    return getattr(scheduler, "_process", None) if scheduler is not None else None

@@ -1,4 +1,4 @@
-"""FailoverMixin: workers reconnect by themselves, exit non-zero without a master, recover jobs."""
+"""The worker's fault policy: it reconnects by itself, exits non-zero without a master, puts jobs back."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from consumer.failover import EXIT_NO_MASTER, FailoverSimpleWorker
+from consumer.worker import EXIT_NO_MASTER, FastWorker
 from shared.constants import CREATE_MEMBER_JOB
+from shared.rqmodel.requeue import Requeued
 from shared.stack.local import worker_argv
 from shared.stack.procs import free_port, spawn, wait_until
 from tests.servers import RedisProc, start_redis
 
-WORKER_CLASS = "consumer.failover.FailoverSimpleWorker"
+WORKER_CLASS = "consumer.worker.FastWorker"
 
 
 @pytest.fixture
@@ -59,12 +60,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(10)
 
 
-@pytest.mark.parametrize("worker_class", [WORKER_CLASS, "consumer.worker.FastWorker"])
 def test_no_master_for_longer_than_the_limit_exits_non_zero(
-    own_redis: RedisProc, tmp_path: Path, db_url: str, worker_class: str
+    own_redis: RedisProc, tmp_path: Path, db_url: str
 ) -> None:
     client = own_redis.client()
-    proc, log = start_worker(own_redis.url, tmp_path, db_url, limit=1.0, worker_class=worker_class)
+    proc, log = start_worker(own_redis.url, tmp_path, db_url, limit=1.0)
     try:
         wait_registered(client, proc)
         own_redis.kill()
@@ -116,9 +116,9 @@ def test_worker_reconnects_after_an_outage_and_keeps_processing(
 
 
 @pytest.fixture
-def worker(r: redis.Redis) -> Iterator[FailoverSimpleWorker]:
+def worker(r: redis.Redis) -> Iterator[FastWorker]:
     queue = Queue("member", connection=r, serializer=JSONSerializer)
-    w = FailoverSimpleWorker([queue], connection=r, serializer=JSONSerializer, master_timeout=1)
+    w = FastWorker([queue], connection=r, serializer=JSONSerializer, master_timeout=1)
     yield w
 
 
@@ -128,7 +128,7 @@ def _enqueue(r: redis.Redis) -> tuple[Queue, Job]:
 
 
 def test_recover_job_puts_a_started_job_back_at_the_front(
-    worker: FailoverSimpleWorker, r: redis.Redis, caplog: pytest.LogCaptureFixture
+    worker: FastWorker, r: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     queue, other = _enqueue(r)
     job = queue.enqueue(CREATE_MEMBER_JOB, {"name": "Y", "age": 3})
@@ -138,17 +138,17 @@ def test_recover_job_puts_a_started_job_back_at_the_front(
     execution = worker.prepare_execution(job)
     job.set_status(JobStatus.STARTED)
     assert len(queue.started_job_registry) == 1
-    worker.recover_job(job, queue)
+    worker.faults.put_back(job)
     assert r.lrange(queue.key, 0, -1) == [job.id.encode(), other.id.encode()]
     assert job.get_status(refresh=True) == JobStatus.QUEUED
     assert r.zcard(queue.started_job_registry.key) == 0
     assert r.llen(queue.intermediate_queue_key) == 0
     assert execution.id not in worker.executions
-    assert f"job {job.id} (started) put back on member" in caplog.text
+    assert f"job {job.id} put back on member" in caplog.text
 
 
 def test_recover_job_when_the_new_master_lacks_the_execution_hash(
-    worker: FailoverSimpleWorker, r: redis.Redis
+    worker: FastWorker, r: redis.Redis
 ) -> None:
     """Asynchronous replication can lose the execution hash while keeping the registry entry."""
     queue, job = _enqueue(r)
@@ -156,39 +156,39 @@ def test_recover_job_when_the_new_master_lacks_the_execution_hash(
     execution = worker.prepare_execution(job)
     job.set_status(JobStatus.STARTED)
     r.delete(execution.key)
-    assert worker.recover_job(job, queue) is True
+    assert worker.faults.put_back(job) is Requeued.QUEUED
     assert r.lrange(queue.key, 0, -1) == [job.id.encode()]
     assert r.zcard(queue.started_job_registry.key) == 0
 
 
 def test_recover_job_leaves_queued_and_finished_jobs_alone(
-    worker: FailoverSimpleWorker, r: redis.Redis
+    worker: FastWorker, r: redis.Redis
 ) -> None:
     queue, job = _enqueue(r)
-    worker.recover_job(job, queue)
+    worker.faults.put_back(job)
     assert r.lrange(queue.key, 0, -1) == [job.id.encode()]
     r.lpop(queue.key)
     job.set_status(JobStatus.FINISHED)
-    worker.recover_job(job, queue)
+    worker.faults.put_back(job)
     assert r.llen(queue.key) == 0
 
 
 def test_recover_job_of_a_job_lost_with_the_old_master_is_a_no_op(
-    worker: FailoverSimpleWorker, r: redis.Redis
+    worker: FastWorker, r: redis.Redis
 ) -> None:
     queue, job = _enqueue(r)
     r.flushall()
-    worker.recover_job(job, queue)
+    worker.faults.put_back(job)
     assert r.keys("*") == []
 
 
-def test_a_claim_the_worker_never_received_is_put_back(worker: FailoverSimpleWorker, r: redis.Redis) -> None:
+def test_a_claim_the_worker_never_received_is_put_back(worker: FastWorker, r: redis.Redis) -> None:
     queue, job = _enqueue(r)
     # The old master ran the claim (job started, execution registered for this worker) and
     # replicated it, but its reply never reached the worker.
     r.lrem(queue.key, 0, job.id)
     job.set_status(JobStatus.STARTED)
     r.sadd(worker.executions_key, f"{job.id}:phantom")
-    assert worker.recover_phantom_claims() == [job.id]
+    assert worker.faults.recover_phantom_claims() == [job.id]
     assert r.lrange(queue.key, 0, -1) == [job.id.encode()]
     assert r.smembers(worker.executions_key) == set()

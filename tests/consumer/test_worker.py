@@ -39,7 +39,11 @@ WORKERS: dict[str, WorkerFactory] = {
 
 
 def _bucket(seconds: float | None) -> Any:
-    """TTLs and registry scores, coarse enough to compare across runs."""
+    """A ttl or registry score relative to its job's own timestamp, in tens of seconds.
+
+    Each is measured from the moment RQ set it (a job's end, or its enqueueing), never from
+    the moment the test looks, so that a slow machine cannot shift it.
+    """
     if seconds is None:
         return None
     if seconds in (-1, float("inf")):
@@ -47,6 +51,22 @@ def _bucket(seconds: float | None) -> Any:
     if seconds == -2:
         return "gone"
     return int(round(seconds / 10.0)) * 10
+
+
+def _expires_in(r: redis.Redis, key: str, anchor: float) -> Any:
+    """Seconds from ``anchor`` to ``key``'s expiry (``forever``, ``gone``)."""
+    at = r.pexpiretime(key)
+    if at in (-1, -2):
+        return _bucket(at)
+    return _bucket(at / 1000 - anchor)
+
+
+def _anchor(job: Job | None, fallback: float) -> float:
+    """The job's own latest timestamp: its end, else its enqueueing or creation."""
+    if job is None:
+        return fallback
+    stamp = job.ended_at or job.enqueued_at or job.created_at
+    return stamp.timestamp() if stamp is not None else fallback
 
 
 class Run:
@@ -69,16 +89,29 @@ class Run:
         worker = self.factory(self.queue, self.r)
         self.worker_names.append(worker.name)
         worker.work(burst=True, with_scheduler=with_scheduler, logging_level="WARNING")
+        self.worked_at = time.time()
         return worker
+
+    worked_at = 0.0
 
     def snapshot(self) -> None:
         """Record the normalized state of every job, registry and key."""
-        self.states.append(snapshot(self.r, self.queue, self.jobs, self.worker_names))
+        now_or_run = self.worked_at or time.time()
+        self.states.append(snapshot(self.r, self.queue, self.jobs, self.worker_names, now_or_run))
 
 
-def snapshot(r: redis.Redis, queue: Queue, jobs: dict[str, Job], worker_names: list[str]) -> dict[str, Any]:
-    """Everything a dashboard or ``rq info`` could see, with ids and times normalized."""
-    t = time.time()
+def snapshot(
+    r: redis.Redis, queue: Queue, jobs: dict[str, Job], worker_names: list[str], worked_at: float
+) -> dict[str, Any]:
+    """Everything a dashboard or ``rq info`` could see, with ids and times normalized.
+
+    Times are taken relative to each job's own timestamps (keys without a job: to the end of
+    the last worker run), never to the moment of the snapshot.
+    """
+    fetched: dict[str, Job | None] = {}
+    for label, enqueued in jobs.items():
+        exists = r.exists(enqueued.key)
+        fetched[label] = Job.fetch(enqueued.id, connection=r, serializer=JSONSerializer) if exists else None
     registries = {
         "started": queue.started_job_registry,
         "finished": queue.finished_job_registry,
@@ -89,6 +122,7 @@ def snapshot(r: redis.Redis, queue: Queue, jobs: dict[str, Job], worker_names: l
     }
     state: dict[str, Any] = {}
     for label, enqueued in jobs.items():
+        anchor = _anchor(fetched[label], worked_at)
         entry: dict[str, Any] = {"in_queue": enqueued.id in queue.get_job_ids()}
         for name, registry in registries.items():
             score = r.zscore(registry.key, enqueued.id)
@@ -96,12 +130,12 @@ def snapshot(r: redis.Redis, queue: Queue, jobs: dict[str, Job], worker_names: l
                 members = [m.decode() for m in r.zrange(registry.key, 0, -1)]
                 entry["started"] = any(m.startswith(enqueued.id + ":") for m in members)
             elif score is not None:
-                entry[name] = _bucket(score - t) if score != float("inf") else "forever"
-        if not r.exists(enqueued.key):
+                entry[name] = _bucket(score - anchor) if score != float("inf") else "forever"
+        job = fetched[label]
+        if job is None:
             entry["job"] = "deleted"
             state[label] = entry
             continue
-        job = Job.fetch(enqueued.id, connection=r, serializer=JSONSerializer)
         results = Result.all(job, serializer=JSONSerializer)
         latest_failure = next((res for res in results if res.type == Result.Type.FAILED), None)
         error = None
@@ -115,8 +149,8 @@ def snapshot(r: redis.Redis, queue: Queue, jobs: dict[str, Job], worker_names: l
             result_types=[res.type.name for res in results],
             return_values=[res.return_value for res in results],
             error=error,
-            job_ttl=_bucket(r.ttl(job.key)),
-            results_ttl=_bucket(r.ttl(f"rq:results:{job.id}")) if results else None,
+            job_ttl=_expires_in(r, job.key, anchor),
+            results_ttl=_expires_in(r, f"rq:results:{job.id}", anchor) if results else None,
             started_at=job.started_at is not None,
             ended_at=job.ended_at is not None,
             worker_name=job.worker_name in worker_names if job.worker_name else None,
@@ -139,11 +173,14 @@ def snapshot(r: redis.Redis, queue: Queue, jobs: dict[str, Job], worker_names: l
     state["executions"] = len(r.keys("rq:execution:*")) + len(r.keys("rq:executions:*"))
     state["worker_executions"] = len(r.keys("rq:worker:*:executions"))
     state["intermediate"] = r.llen(queue.intermediate_queue_key)
-    state["key_shapes"] = key_shapes(r, jobs, worker_names)
+    anchors = {job.id: _anchor(fetched[label], worked_at) for label, job in jobs.items()}
+    state["key_shapes"] = key_shapes(r, jobs, worker_names, anchors, worked_at)
     return state
 
 
-def key_shapes(r: redis.Redis, jobs: dict[str, Job], worker_names: list[str]) -> list[str]:
+def key_shapes(
+    r: redis.Redis, jobs: dict[str, Job], worker_names: list[str], anchors: dict[str, float], worked_at: float
+) -> list[str]:
     """Every RQ key in Redis with job ids and worker names replaced by their labels."""
     names = {job.id: f"<{label}>" for label, job in jobs.items()}
     names.update({name: "<worker>" for name in worker_names})
@@ -153,11 +190,12 @@ def key_shapes(r: redis.Redis, jobs: dict[str, Job], worker_names: list[str]) ->
         key = raw.decode()
         if key.startswith(("rq:scheduler", "rq:clean_registries", "rq:maintenance")):
             continue
+        anchor = next((at for job_id, at in anchors.items() if job_id in key), worked_at)
         for value, label in names.items():
             key = key.replace(value, label)
         if "<worker>" not in key:
             # A job's keys expire (or not) alike: the dependencies set with the job, for one.
-            key += f" ttl={_bucket(r.ttl(raw))}"
+            key += f" ttl={_expires_in(r, raw.decode(), anchor)}"
         shapes.add(key)
     return sorted(shapes)
 

@@ -80,7 +80,7 @@ def test_batch_puts_back_a_claim_whose_reply_was_lost(
     queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
     jobs = [queue.enqueue(pj.count, "runs") for _ in range(20)]
     worker = FastWorker([queue], connection=r, serializer=JSONSerializer, batch=4)
-    real_start = ClaimProtocol._start_claim
+    real_start = ClaimProtocol.send_claim
     calls = {"n": 0}
 
     def lose_the_first_look_ahead_reply(self: Any, pending: Any, wanted: int) -> Any:
@@ -96,10 +96,10 @@ def test_batch_puts_back_a_claim_whose_reply_was_lost(
             inflight.checkout.read = lost
         return inflight
 
-    monkeypatch.setattr(ClaimProtocol, "_start_claim", lose_the_first_look_ahead_reply)
+    monkeypatch.setattr(ClaimProtocol, "send_claim", lose_the_first_look_ahead_reply)
     state = _batch_run(r, jobs, worker)
     # The lost claim's four jobs went back to the queue and ran once each, like every other.
-    assert worker.failovers == 1
+    assert worker.faults.failovers == 1
     assert state["runs"] == 20
     assert state["statuses"] == ["finished"] * 20
     assert (state["queued"], state["started"], state["executions"]) == (0, 0, 0)

@@ -172,9 +172,9 @@ def record_usage() -> None:
     BaseWorker.work = _recording(BaseWorker.work, "worked")  # type: ignore[method-assign]
     if WORKER_KIND == FAST:
         # FastWorker's loop replaces BaseWorker.work rather than calling it.
-        from consumer.worker import FastWorkerBase
+        from consumer.worker import FastWorker
 
-        FastWorkerBase.work = _recording(FastWorkerBase.work, "worked")  # type: ignore[method-assign]
+        FastWorker.work = _recording(FastWorker.work, "worked")  # type: ignore[method-assign]
 
 
 def swap_workers() -> None:

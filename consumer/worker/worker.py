@@ -1,0 +1,483 @@
+"""``FastWorker``: the work loop, read top to bottom: wait, claim, run, finish, and each fault.
+
+The loop holds its collaborators: :class:`~.protocol.ClaimProtocol` (claim and finish, one
+round trip), :class:`~.execution.JobRunner` (a job in this process: timeouts, stops),
+:class:`~.faults.FaultPolicy` (a lost master, a read-only replica, a full Redis, a lost claim
+reply), :class:`~.heartbeats.Heartbeat` (liveness and dead-worker recovery),
+:class:`~.commands.CommandListener` (``rq``'s commands) and, with ``WORKER_CONCURRENCY`` > 1,
+:class:`~.threads.JobThreads`. Stop requests follow RQ: SIGINT or SIGTERM stops an idle worker
+at once and a busy one after the job(s) it runs; a second signal stops it at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from redis.client import Pipeline
+from redis.exceptions import OutOfMemoryError, RedisError
+from rq.command import parse_payload
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.exceptions import StopRequested
+from rq.executions import Execution
+from rq.job import Job
+from rq.queue import Queue
+from rq.suspension import is_suspended
+from rq.timeouts import TimerDeathPenalty, UnixSignalDeathPenalty
+from rq.worker import SimpleWorker
+from rq.worker.base import DequeueStrategy, WorkerStatus
+
+from shared.connections import UNAVAILABLE_ERRORS, quick_retry, ride_out
+from shared.rqmodel.internals import WorkerInternals, scheduler_process
+from shared.rqmodel.keys import KEYS, Keys
+
+from ..context import get_settings
+from .commands import CommandListener
+from .execution import AlarmDeathPenalty, JobRunner
+from .faults import REDIS_FAULTS, FaultPolicy
+from .heartbeats import Heartbeat
+from .protocol import ClaimProtocol, InFlight, Pending, Started
+from .threads import JobThreads
+
+#: Seconds a stop waits for RQ's scheduler process before killing it.
+SCHEDULER_STOP_SECONDS = 2.0
+#: Longest blocking wait for work while jobs run on threads (their successes are written meanwhile).
+BUSY_WAIT_SECONDS = 1.0
+
+
+class FastWorker(WorkerInternals, SimpleWorker):
+    """An RQ worker that claims and finishes each job in one round trip, without forking."""
+
+    #: Seconds between suspension checks (stock RQ checks before every job).
+    suspension_check_interval = 1.0
+    #: The key names of the namespace this worker serves.
+    keys: Keys = KEYS
+    #: Seconds without a master before the worker exits; ``None`` means ``WORKER_MASTER_TIMEOUT``.
+    master_timeout: float | None = None
+
+    def __init__(
+        self,
+        *args: Any,
+        concurrency: int | None = None,
+        batch: int | None = None,
+        master_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        settings = get_settings()
+        # Set before RQ's __init__, which sizes the socket timeout from dequeue_timeout.
+        if master_timeout is not None:
+            self.master_timeout = master_timeout
+        elif self.master_timeout is None:
+            self.master_timeout = float(settings.worker_master_timeout)
+        super().__init__(*args, **kwargs)
+        # consumer.settings gives RQ a client that waits out outages inside redis-py (for RQ's
+        # stock workers); this worker sees each error itself (FaultPolicy), so it takes the
+        # quick policy back.
+        ride_out(self.connection, quick_retry())
+        self.concurrency = max(1, concurrency if concurrency is not None else settings.worker_concurrency)
+        #: Jobs claimed per round trip in main-thread mode (``WORKER_BATCH``); see the README.
+        self.batch = max(1, batch if batch is not None else settings.worker_batch)
+        if self.concurrency > 1:
+            # SIGALRM reaches the main thread only; a timer thread times out jobs on the job threads.
+            self.death_penalty_class = TimerDeathPenalty
+        elif self.death_penalty_class is UnixSignalDeathPenalty:
+            self.death_penalty_class = AlarmDeathPenalty
+        self.faults = FaultPolicy(self, self.master_timeout)
+        self.heartbeats = Heartbeat(self, settings.heartbeat_timeout)
+        self.protocol = ClaimProtocol(self, self.heartbeats)
+        self.runner = JobRunner(self)
+        self.commands = CommandListener(
+            self.connection, self.pubsub_channel_name, self.handle_payload, self.name
+        )
+        self._suspension_checked_at = 0.0
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """Block on the master for at most half the master timeout (RQ: the worker TTL - 15 s).
+
+        A master that stops answering without closing the connection (stopped, partitioned)
+        then shows up as a socket timeout well within ``WORKER_MASTER_TIMEOUT``.
+        """
+        return max(1, min(self.worker_ttl - 15, int(float(self.master_timeout or 60) / 2)))
+
+    def queue_for(self, name: str) -> Queue:
+        """The queue called ``name``, with this worker's connection, classes and serializer."""
+        for queue in self.queues:
+            if queue.name == name:
+                return queue
+        return self.queue_class(
+            name, connection=self.connection, job_class=self.job_class, serializer=self.serializer
+        )
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def work(
+        self,
+        burst: bool = False,
+        logging_level: str | None = None,
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+        max_jobs: int | None = None,
+        max_idle_time: int | None = None,
+        with_scheduler: bool = False,
+        dequeue_strategy: DequeueStrategy = DequeueStrategy.DEFAULT,
+    ) -> bool:
+        """Run jobs until stopped (or, with ``burst``, until the queues are empty)."""
+        # First, so that a stop while starting (waiting for a master, say) is honoured.
+        self.install_signal_handlers()
+        if threading.current_thread() is threading.main_thread():
+            self.runner.install()
+        completed = 0
+        try:
+            self.bootstrap(logging_level, date_format, log_format)
+            self.set_dequeue_strategy(dequeue_strategy)
+            if with_scheduler:
+                self.faults.call(self.start_scheduler, burst, logging_level, date_format, log_format)
+            self.faults.call(self.heartbeats.start)
+            if self.concurrency > 1:
+                completed = self._work_on_threads(burst, max_jobs, max_idle_time)
+            else:
+                completed = self._work_in_turn(burst, max_jobs, max_idle_time)
+        except StopRequested:
+            self.log.info("Worker %s: stopping on request", self.name)
+        finally:
+            self.teardown()
+        return bool(completed)
+
+    def _work_in_turn(self, burst: bool, max_jobs: int | None, max_idle_time: int | None) -> int:
+        """Main-thread mode: one job (or one ``WORKER_BATCH``) after the other."""
+        completed = 0
+        pending: list[Pending] = []  # successes not written yet: they ride with the next claim
+        ready: list[Started] = []  # claimed (started) and not run yet
+        lookahead: InFlight | None = None
+        idle_since = time.monotonic()
+        try:
+            while True:
+                # 1. Between jobs: suspension, maintenance, a stop request. Claimed jobs are
+                #    started already: they run even when a stop was asked.
+                if not ready and self.faults.call(self._between_jobs, burst):
+                    self.log.info("Worker %s: stopping on request", self.name)
+                    break
+                # Busy from the claim on: a SIGTERM from here waits for the jobs.
+                self.set_local_state(WorkerStatus.BUSY)
+                # 2. Claim: write the last successes and take the next job(s), in one round trip.
+                if not ready:
+                    wanted = self._wanted(completed, max_jobs)
+                    ready = self.faults.call(self.protocol.finish_and_claim, pending, wanted)
+                    pending = []
+                # 3. Nothing to run: quit (burst, idle limit), or wait for work without taking it.
+                if not ready:
+                    if burst:
+                        # As RQ's worker: idle once the queues are empty (it says so before quitting).
+                        self.set_state(WorkerStatus.IDLE)
+                        self.log.info("Worker %s: done, quitting", self.name)
+                        break
+                    if self._idle_too_long(max_idle_time, idle_since):
+                        break
+                    self.faults.call(self._wait_for_work, max_idle_time, idle_since, None)
+                    continue
+                running, ready = ready, []
+                # 4. Batches: send the next claim (with these successes) before running this
+                #    batch, so that its round trip overlaps the work.
+                ahead = completed + len(running)
+                if self.batch > 1 and not self.stop_requested and (max_jobs is None or ahead < max_jobs):
+                    lookahead = self._send_lookahead(pending, self._wanted(ahead, max_jobs))
+                    if lookahead is not None:
+                        pending = []
+                # 5. Run: a success waits for the next claim; a fault in a job's own writes
+                #    (failure, retry, callbacks) puts the job back once Redis answers.
+                for job, queue, execution in running:
+                    done = self._run_job(job, queue, execution)
+                    if done is not None:
+                        pending.append(done)
+                    completed += 1
+                # 6. Read the look-ahead claim.
+                if lookahead is not None:
+                    sent, lookahead = lookahead, None
+                    ready = self._read_lookahead(sent)
+                idle_since = time.monotonic()
+                if max_jobs is not None and completed >= max_jobs:
+                    self.log.info("Worker %s: finished executing %d jobs, quitting", self.name, completed)
+                    break
+            # 7. Leaving: write the last successes (waiting for Redis if it is away).
+            self.faults.call(self.protocol.flush, pending)
+            pending = []
+        finally:
+            if lookahead is not None:
+                # Left by an exception mid-batch: register what the claim took, so that recovery
+                # re-queues it if this worker dies.
+                pending = lookahead.pending + pending
+                try:
+                    ready += self.protocol.salvage(lookahead)
+                except (RedisError, OSError) as exc:
+                    self.log.warning("Worker %s: could not read its last claim: %s", self.name, exc)
+            if ready:
+                self.log.warning(
+                    "Worker %s: %d claimed job(s) not run; recovery re-queues them", self.name, len(ready)
+                )
+            self._flush_on_the_way_out(pending)
+        return completed
+
+    def _work_on_threads(self, burst: bool, max_jobs: int | None, max_idle_time: int | None) -> int:
+        """``WORKER_CONCURRENCY`` > 1: keep every job thread fed, one claim for all free slots."""
+        threads = JobThreads(self, self.concurrency)
+        completed = 0
+        idle_since = time.monotonic()
+        pending: list[Pending] = []
+        try:
+            try:
+                while True:
+                    # 1. Jobs that ended: their successes ride with the next claim.
+                    pending += threads.finished()
+                    # 2. Between claims: suspension, maintenance, a stop request; jobs a fault
+                    #    cut off on their threads go back to their queues.
+                    if self.faults.call(self._between_jobs, burst):
+                        break
+                    self.faults.recover_cut_off()
+                    wanted = threads.free if max_jobs is None else min(threads.free, max_jobs - completed)
+                    if max_jobs is not None and completed >= max_jobs:
+                        break
+                    # 3. Every thread busy: wait for one to end (a stop is seen within a second).
+                    if wanted <= 0:
+                        self.set_local_state(WorkerStatus.BUSY)
+                        threads.wait(BUSY_WAIT_SECONDS)
+                        continue
+                    # 4. Claim: write the successes and take a job for every free thread.
+                    self.set_local_state(WorkerStatus.BUSY)
+                    # Counted before the claim: a job still running may re-queue itself (a retry).
+                    busy = threads.busy
+                    claimed = self.faults.call(self.protocol.finish_and_claim, pending, wanted)
+                    pending = []
+                    for started in claimed:
+                        threads.start(started)
+                    completed += len(claimed)
+                    if claimed:
+                        idle_since = time.monotonic()
+                        continue
+                    # 5. Nothing to claim: quit (burst, idle limit) or wait for work or a job's end.
+                    if burst and not busy:
+                        self.set_state(WorkerStatus.IDLE)
+                        break
+                    if burst:
+                        threads.wait(BUSY_WAIT_SECONDS)
+                        continue
+                    if not threads.busy and self._idle_too_long(max_idle_time, idle_since):
+                        break
+                    self.faults.call(self._wait_for_work, max_idle_time, idle_since, threads)
+            except StopRequested:
+                self.log.info("Worker %s: stopping on request", self.name)
+            # 6. Leaving (warm): let the running jobs end, then write their successes.
+            self.set_local_state(WorkerStatus.BUSY)
+            threads.wait_all()
+            pending += threads.finished()
+            self.faults.recover_cut_off()
+            self.faults.call(self.protocol.flush, pending)
+            pending = []
+        finally:
+            threads.close()
+            self._flush_on_the_way_out(pending + threads.finished())
+        return completed
+
+    # -- the steps ------------------------------------------------------------------------------
+
+    def _between_jobs(self, burst: bool) -> bool:
+        """Suspension and maintenance between jobs; returns whether to stop."""
+        if time.monotonic() - self._suspension_checked_at >= self.suspension_check_interval:
+            self.check_for_suspension(burst)
+            self._suspension_checked_at = time.monotonic()
+        if self.should_run_maintenance_tasks:
+            self.run_maintenance_tasks()
+        return self.stop_requested
+
+    def _wanted(self, completed: int, max_jobs: int | None) -> int:
+        """Jobs to claim next: a batch, or fewer when ``max_jobs`` is near."""
+        return self.batch if max_jobs is None else max(1, min(self.batch, max_jobs - completed))
+
+    def _idle_too_long(self, max_idle_time: int | None, idle_since: float) -> bool:
+        if max_idle_time is not None and time.monotonic() - idle_since >= max_idle_time:
+            self.log.info("Worker %s: idle for %d seconds, quitting", self.name, max_idle_time)
+            return True
+        return False
+
+    def _send_lookahead(self, pending: list[Pending], wanted: int) -> InFlight | None:
+        """Send the next claim now; ``None`` (nothing in flight) when the master was lost."""
+        try:
+            return self.protocol.send_claim(pending, wanted)
+        except UNAVAILABLE_ERRORS as exc:
+            self.faults.wait_for_master(exc)
+            return None  # ``pending`` goes with the next claim
+
+    def _read_lookahead(self, sent: InFlight) -> list[Started]:
+        """The jobs of a look-ahead claim; a lost reply or a full Redis: claim again."""
+        try:
+            return self.protocol.read_claim(sent)
+        except UNAVAILABLE_ERRORS as exc:
+            # The reply is lost: waiting for the master puts back what the claim took (a phantom
+            # claim); the successes go again (they are idempotent) with a new claim.
+            self.faults.wait_for_master(exc)
+        except OutOfMemoryError:
+            pass  # the scripts wrote nothing under maxmemory: send both again, waiting for memory
+        return self.faults.call(self.protocol.finish_and_claim, sent.pending, sent.wanted)
+
+    def _run_job(self, job: Job, queue: Queue, execution: Execution) -> Pending | None:
+        """Run one claimed job; a Redis fault in its own writes puts it back."""
+        try:
+            return self.runner.run(job, queue, execution)
+        except REDIS_FAULTS as exc:
+            self.faults.job_cut_off(job, queue, exc)
+            return None
+
+    def _wait_for_work(
+        self, max_idle_time: int | None, idle_since: float, threads: JobThreads | None
+    ) -> None:
+        """Block until a queue holds a job, without taking it (so nothing is lost if we die).
+
+        With jobs running on threads the wait is short, and those threads write their own
+        successes meanwhile.
+        """
+        timeout = float(self.dequeue_timeout)
+        if max_idle_time is not None:
+            timeout = max(0.1, min(timeout, max_idle_time - (time.monotonic() - idle_since)))
+        if threads is not None and threads.busy:
+            with threads.writing_their_own() as waiting:
+                if waiting:
+                    self._block_for_work(min(timeout, BUSY_WAIT_SECONDS))
+            return
+        self.set_state(WorkerStatus.IDLE)
+        self.procline("Listening on " + ",".join(self.queue_names()))
+        self._block_for_work(timeout)
+
+    def _block_for_work(self, timeout: float) -> None:
+        keys = [q.key for q in self.ordered_queues]
+        if len(keys) == 1:
+            # BLMOVE RIGHT->RIGHT of a list onto itself is a no-op move that blocks until non-empty.
+            self.connection.blmove(keys[0], keys[0], timeout, "RIGHT", "RIGHT")
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stop_requested:
+            # LMPOP would take the job; instead ask for lengths, then block briefly on each queue.
+            with self.connection.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.llen(key)
+                if any(pipe.execute()):
+                    return
+            for key in keys:
+                if self.connection.blmove(key, key, 0.2 / len(keys) + 0.05, "RIGHT", "RIGHT") is not None:
+                    return
+
+    def _flush_on_the_way_out(self, pending: list[Pending]) -> None:
+        """One try to write the last successes; what fails is recovered as abandoned (idempotent)."""
+        if not pending:
+            return
+        try:
+            self.protocol.flush(pending)
+        except REDIS_FAULTS as exc:
+            self.log.warning(
+                "Worker %s: %d success(es) not written (%s); recovery re-queues them",
+                self.name,
+                len(pending),
+                exc,
+            )
+
+    # -- RQ's worker, through the fault policy --------------------------------------------------
+
+    def register_birth(self) -> None:
+        """Wait for a master at start-up instead of crashing."""
+        self.faults.call(super().register_birth)
+
+    def subscribe(self) -> None:
+        """Listen to ``rq``'s commands once a master answers."""
+        self.faults.call(self.commands.start)
+
+    def unsubscribe(self) -> None:
+        """Stop listening, waiting at most about a second."""
+        self.commands.stop()
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        """A state write outside a pipeline waits for a master instead of ending the worker."""
+        if pipeline is not None:
+            super().set_state(state, pipeline)
+            return
+        self.faults.call(super().set_state, state)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """A heartbeat outside a pipeline waits for a master instead of ending the work loop."""
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+            return
+        self.faults.call(super().heartbeat, timeout)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """Like RQ's, without a worker heartbeat (the heartbeat thread keeps the worker alive)."""
+        before_state = None
+        notified = False
+        while not self.stop_requested and is_suspended(self.connection):
+            if burst:
+                self.log.info("Worker %s: suspended in burst mode, exiting", self.name)
+                raise StopRequested
+            if not notified:
+                self.log.info("Worker %s: suspended, run `rq resume` to resume", self.name)
+                before_state = self.get_state()
+                self.set_state(WorkerStatus.SUSPENDED)
+                notified = True
+            time.sleep(1)
+        if before_state:
+            self.set_state(before_state)
+
+    def run_maintenance_tasks(self) -> None:
+        """Registry clean-up; after a lost master it runs again next time."""
+        try:
+            super().run_maintenance_tasks()
+        except UNAVAILABLE_ERRORS as exc:
+            self.faults.wait_for_master(exc)
+        except OutOfMemoryError as exc:
+            self.log.warning("Worker %s: registry clean-up put off, Redis is full: %s", self.name, exc)
+
+    # -- commands and stops ---------------------------------------------------------------------
+
+    def handle_payload(self, message: Any) -> None:
+        """Commands from ``rq`` (listener thread); ``kill-horse`` fails the running job, as RQ's does."""
+        payload = parse_payload(message)
+        if payload.get("command") != "kill-horse":
+            super().handle_payload(message)
+            return
+        self.log.info("Received kill horse command.")
+        if self.runner.kill():
+            self.log.info("Killing horse...")
+        elif self.runner.running:
+            self.log.warning("Jobs run on threads (WORKER_CONCURRENCY > 1): kill horse command ignored")
+        else:
+            self.log.info("Worker is not working, kill horse command ignored")
+
+    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Stop the running job (there is no horse): raise :class:`JobStopped` inside it."""
+        self.runner.stop()
+
+    def stop_scheduler(self) -> None:
+        """Stop RQ's scheduler process: SIGTERM, then SIGKILL if it is still there after a moment."""
+        process = scheduler_process(self)
+        if process is None or not process.pid:
+            return
+        try:
+            os.kill(process.pid, signal.SIGTERM)
+        except OSError:
+            pass
+        process.join(SCHEDULER_STOP_SECONDS)
+        if process.is_alive():
+            self.log.warning("Worker %s: scheduler did not stop; killing it", self.name)
+            process.kill()
+            process.join(1.0)
+
+    def teardown(self) -> None:
+        """Stop every thread with a bounded wait; register the death if a master answers."""
+        self.heartbeats.stop()
+        if self.scheduler:
+            self.stop_scheduler()
+        try:
+            super().register_death()
+        except (RedisError, OSError) as exc:
+            self.log.warning("Worker %s: could not register its death: %s", self.name, exc)
+        self.commands.stop()
