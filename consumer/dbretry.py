@@ -20,12 +20,13 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from rq import Retry, get_current_job
 from rq.job import Job
 from sqlalchemy.exc import SQLAlchemyError
 
+from shared.backoff import Backoff
 from shared.db import is_transient
 
 from .context import get_settings
@@ -37,14 +38,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: The job's meta field holding when (Unix seconds) its database was first found unreachable.
 SINCE_FIELD = "dbUnavailableSince"
-#: Seconds between tries while the database is away: doubling from the first to the cap.
-FIRST_DELAY = 1
-MAX_DELAY = 10
+#: Seconds between tries while the database is away: 1, 2, 4, 8, then every 10 (whole seconds,
+#: as RQ's ``Retry`` intervals are).
+BACKOFF = Backoff(first=1, cap=10)
 
 
 def backoff(tries: int) -> int:
     """Seconds before try ``tries + 1`` of a database that was unreachable ``tries`` times."""
-    return int(min(MAX_DELAY, FIRST_DELAY * 2 ** min(tries, 16)))
+    return int(BACKOFF.delay(tries + 1))
 
 
 def rides_out_database(func: F) -> F:
@@ -68,7 +69,7 @@ def rides_out_database(func: F) -> F:
             job.save_meta()
         return result
 
-    return job_function  # type: ignore[return-value]
+    return cast(F, job_function)
 
 
 def retry_later(job: Job, error: SQLAlchemyError) -> Retry:

@@ -18,6 +18,7 @@ from rq import Callback, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from shared.backoff import Backoff
 from shared.connections import UNAVAILABLE_ERRORS
 from shared.rqmodel.dates import new_id
 from shared.settings import Settings
@@ -30,9 +31,8 @@ logger = logging.getLogger(__name__)
 ON_SUCCESS = "consumer.events.on_success"
 ON_FAILURE = "consumer.events.on_failure"
 
-#: Backoff between enqueue attempts during a failover: doubles from the first to the cap.
-RETRY_FIRST_DELAY = 0.05
-RETRY_MAX_DELAY = 0.5
+#: Backoff between enqueue attempts during a failover: doubles from 50 ms to half a second.
+RETRY_BACKOFF = Backoff(first=0.05, cap=0.5)
 
 
 def job_options(settings: Settings, name: str) -> dict[str, Any]:
@@ -187,17 +187,16 @@ def write_with_retry(
     def write() -> object:
         return write_jobs(state, queue_name, func, name, arg_lists, ids, space)
 
-    delay = RETRY_FIRST_DELAY
     tries = 1
+    waits = RETRY_BACKOFF.start()
     done = False if first_failed else attempt.run(write)
     while not done:
         remaining = attempt.deadline - time.monotonic()
         if remaining <= 0:
             _refuse(state, queue_name, attempt, tries)
-        pause = min(delay, remaining)
+        pause = min(waits.next_delay(), remaining)
         logger.warning("enqueue of %s failed (%s); retrying in %.2fs", ids[0], attempt.reason, pause)
         time.sleep(pause)
-        delay = min(delay * 2, RETRY_MAX_DELAY)
         tries += 1
         done = attempt.run(write)
     if tries > 1:

@@ -42,6 +42,8 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from shared.backoff import Backoff
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -55,9 +57,8 @@ RIDE_OUT_ERRORS: tuple[type[Exception], ...] = (
     OutOfMemoryError,
 )
 
-#: Backoff between tries: doubles from the first delay to the cap (the producer's enqueue's, doubled).
-FIRST_DELAY = 0.05
-MAX_DELAY = 1.0
+#: Backoff between tries: doubles from 50 ms to a second.
+BACKOFF = Backoff(first=0.05, cap=1.0)
 
 
 class RedisGaveUpError(RedisError):
@@ -97,7 +98,7 @@ class RideOutRetry(Retry):
     ) -> T:
         """Call ``do`` until it returns, waiting out the errors above for up to the horizon."""
         failures = 0
-        delay = FIRST_DELAY
+        waits = BACKOFF.start()
         first_failure = 0.0
         while True:
             try:
@@ -129,8 +130,7 @@ class RideOutRetry(Retry):
                         self.horizon,
                         self.setting,
                     )
-                time.sleep(min(delay, self.horizon - waited))
-                delay = min(delay * 2, MAX_DELAY)
+                time.sleep(min(waits.next_delay(), self.horizon - waited))
                 continue
             if failures or self._gave_up:
                 self._recovered()
