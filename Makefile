@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test test-rq test-latest bench lint lock clean browser wrk
+.PHONY: run test test-rq test-latest bench lint lock clean browser wrk docs
 
 # Installs come from the hashed lock files in requirements/ (`make lock` refreshes them from
 # pyproject.toml's ranges); the project itself goes in editable, without dependencies.
@@ -24,11 +24,18 @@ $(VENV)/.test-installed: requirements/test.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
+$(VENV)/.docs-installed: requirements/docs.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/docs.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
 # Refresh the lock files after a change to pyproject.toml's dependencies (then run `make test`).
+# docs.txt takes test.txt's pins as constraints: `make docs` installs it into the same venv.
 lock: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 	$(BIN)/uv pip compile pyproject.toml $(LOCK_OPTS) -o requirements/run.txt
 	$(BIN)/uv pip compile pyproject.toml --extra test --extra postgres --extra mysql $(LOCK_OPTS) -o requirements/test.txt
+	$(BIN)/uv pip compile pyproject.toml --extra docs -c requirements/test.txt $(LOCK_OPTS) -o requirements/docs.txt
 
 run: $(VENV)/.run-installed
 	$(BIN)/redis-archive up
@@ -53,6 +60,11 @@ test-latest:
 # RQ's own worker tests, run with RQ's workers and with consumer.worker.FastWorker (tests/rq_suite).
 test-rq: $(VENV)/.test-installed
 	$(BIN)/python -m tests.rq_suite.run $(RQ_SUITE_ARGS)
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict makes every warning an error.
+# NO_MKDOCS_2_WARNING silences mkdocs-material's banner about its own end of life, not a build warning.
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(VENV)/.test-installed wrk
 	flock /tmp/bench.lock $(BIN)/python -m bench.run $(BENCH_ARGS)
@@ -83,4 +95,4 @@ lint: $(VENV)/.test-installed
 	$(BIN)/mypy --strict shared
 
 clean:
-	rm -rf $(VENV) $(LATEST) var .pytest_cache .cache
+	rm -rf $(VENV) $(LATEST) var .pytest_cache .cache site
