@@ -54,35 +54,38 @@ class CommandListener:
         self._thread.start()
 
     def _listen(self) -> None:
-        assert self._pubsub is not None
+        pubsub = self._pubsub
+        assert pubsub is not None
         outage = RECONNECT.start()
-        while not self._stop.is_set():
+        try:
+            while not self._stop.is_set():
+                try:
+                    pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL)
+                    outage.tries = 0
+                except (RedisError, OSError) as exc:
+                    if self._stop.is_set():
+                        return
+                    logger.warning("worker %s: command channel unreachable (%s); retrying", self.name, exc)
+                    self._stop.wait(outage.next_delay())
+        finally:
+            # The thread closes what it reads from: a stop never closes a socket under a read.
             try:
-                self._pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL)
-                outage.tries = 0
+                pubsub.close()
             except (RedisError, OSError) as exc:
-                if self._stop.is_set():
-                    return
-                logger.warning("worker %s: command channel unreachable (%s); retrying", self.name, exc)
-                self._stop.wait(outage.next_delay())
+                logger.debug("worker %s: closing the command channel: %s", self.name, exc)
 
     @property
     def listening(self) -> bool:
         """Whether the listener thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
-    def stop(self, timeout: float = 2 * POLL) -> None:
-        """Stop listening and close the subscription, waiting at most ``timeout`` for the thread."""
+    def stop(self, timeout: float = 0.05) -> None:
+        """Stop listening: the thread ends (and closes the subscription) within :data:`POLL` seconds.
+
+        Waits at most ``timeout`` for it; an exiting process need not wait at all (a daemon).
+        """
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                logger.warning("worker %s: command listener still reading; leaving it (daemon)", self.name)
-                return
-        self._thread = None
-        if self._pubsub is not None:
-            try:
-                self._pubsub.close()
-            except (RedisError, OSError) as exc:
-                logger.debug("worker %s: closing the command channel: %s", self.name, exc)
-            self._pubsub = None
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._pubsub = None
