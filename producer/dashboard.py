@@ -3,7 +3,10 @@
 rq-dashboard 0.9 predates RQ 3 and the JSON serializer in places: a few of its views fetch
 jobs with RQ's default (pickle) serializer, requeue by a GET, or open a new Redis client per
 request. Those endpoints are replaced here by versions that use the app's client and
-:class:`~rq.serializers.JSONSerializer`; the rest of the blueprint is used as shipped.
+:class:`~rq.serializers.JSONSerializer`; the job listings are checked before the shipped views
+run (an unknown registry or a page size of 0 is a 4xx, not an exception in rq-dashboard), and
+compacting a queue with no waiting jobs has nothing to do; the rest of the blueprint is used as
+shipped.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, current_app, make_response, render_template, request, url_for
+from redis.exceptions import ResponseError
 from rq import Queue, Worker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
+from rq.job import Job, validate_job_id
 from rq.registry import BaseRegistry
 from rq.serializers import JSONSerializer
 from rq_dashboard import web as rq_web
@@ -41,6 +45,14 @@ MUTATING = frozenset(
     f"{BLUEPRINT}.{name}"
     for name in ("delete_job_view", "requeue_job_view", "requeue_all", "empty_queue", "compact_queue")
 )
+
+#: What the listings and ``empty`` take as ``registry_name``: the queue itself and its registries.
+REGISTRY_NAMES = ("queued", "started", "finished", "failed", "deferred", "scheduled", "canceled")
+#: The listings' sort orders (rq-dashboard spells descending ``dsc``).
+ORDERS = ("asc", "dsc")
+#: Largest page size and page number a listing serves: the page's offset stays a Redis integer.
+MAX_PER_PAGE = 1000
+MAX_PAGE = 1_000_000_000
 
 
 def _same(given: str | None, expected: str | None) -> bool:
@@ -99,6 +111,11 @@ def _guard_dashboard() -> Response | None:
 
 def _fetch(job_id: str) -> Job:
     try:
+        # RQ refuses ids it could never have made (and reads ``id:execution`` as ``id``).
+        validate_job_id(job_id)
+    except ValueError:
+        raise NotFound(f"job {job_id!r} not found") from None
+    try:
         return Job.fetch(job_id, connection=get_state().dashboard_redis, serializer=JSONSerializer)
     except NoSuchJobError:
         raise NotFound(f"job {job_id!r} not found") from None
@@ -137,12 +154,18 @@ def delete_job(job_id: str) -> Any:
 
 
 def requeue_one(job_id: str) -> Any:
-    """Put a failed (or stopped, canceled) job back on its queue, its attempts restored (as the CLI)."""
-    _fetch(job_id)
+    """Put a failed (or stopped) job back on its queue, its attempts restored (as the CLI)."""
+    job = _fetch(job_id)
     try:
         requeue(get_state().dashboard_redis, job_id)
-    except InvalidJobOperation as exc:
-        raise ApiError(str(exc), status=409, code="conflict") from None
+    except InvalidJobOperation:
+        status = job.get_status(refresh=False)
+        raise ApiError(
+            f"job {job_id!r} is {status.value if status else 'without a status'}: "
+            "only a job of the failed registry can be requeued",
+            status=409,
+            code="conflict",
+        ) from None
     return _json({"status": "OK"})
 
 
@@ -158,6 +181,58 @@ def requeue_all(queue_name: str) -> Any:
         except (NoSuchJobError, InvalidJobOperation):
             registry.remove(job_id)
     return _json({"status": "OK", "count": count})
+
+
+def compact_queue(queue_name: str) -> Any:
+    """Drop the ids of jobs that no longer exist from a queue; an empty queue has none to drop."""
+    queue = Queue(queue_name, connection=get_state().dashboard_redis, serializer=JSONSerializer)
+    try:
+        queue.compact()
+    except ResponseError as exc:
+        # RQ renames the queue's list first, and Redis deletes a list when its last id leaves it:
+        # a queue with no waiting jobs has no list to rename.
+        if "no such key" not in str(exc).lower():
+            raise
+    return _json({"status": "OK"})
+
+
+def _whole(name: str, value: str | int, most: int) -> None:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= most:
+        raise ApiError(f"{name} must be a whole number from 1 to {most}, got {value!r}")
+
+
+def _check_listing(registry_name: str, per_page: str | int, order: str, page: str | int) -> None:
+    if registry_name not in REGISTRY_NAMES:
+        raise NotFound(f"no registry {registry_name!r}; one of {', '.join(REGISTRY_NAMES)}")
+    _whole("per_page", per_page, MAX_PER_PAGE)
+    _whole("page", page, MAX_PAGE)
+    if order not in ORDERS:
+        raise ApiError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+
+
+def list_jobs(
+    instance_number: int, queue_name: str, registry_name: str, per_page: str, order: str, page: str
+) -> Any:
+    """One page of a queue or registry as JSON; a path the shipped view cannot serve is a 4xx."""
+    _check_listing(registry_name, per_page, order, page)
+    return rq_web.list_jobs(instance_number, queue_name, registry_name, per_page, order, page)
+
+
+def jobs_overview(
+    instance_number: int,
+    queue_name: str | None,
+    registry_name: str,
+    per_page: str | int,
+    order: str,
+    page: str | int,
+) -> Any:
+    """The jobs page, for registries and page sizes its listing can serve."""
+    _check_listing(registry_name, per_page, order, page)
+    return rq_web.jobs_overview(instance_number, queue_name, registry_name, per_page, order, page)
 
 
 def _registry(queue: Queue, name: str) -> BaseRegistry:
@@ -252,6 +327,9 @@ REPLACED = {
     "requeue_job_view": requeue_one,
     "requeue_all": requeue_all,
     "empty_queue": empty_queue,
+    "compact_queue": compact_queue,
+    "list_jobs": list_jobs,
+    "jobs_overview": jobs_overview,
     "job_info": job_info,
     "list_workers": list_workers,
 }
