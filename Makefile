@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test test-rq test-latest bench lint lock clean browser wrk docs
+.PHONY: run test test-rq test-latest bench bench-lock lint lock clean browser wrk docs
 
 # Installs come from the hashed lock files in requirements/ (`make lock` refreshes them from
 # pyproject.toml's ranges); the project itself goes in editable, without dependencies.
@@ -66,8 +66,18 @@ test-rq: $(VENV)/.test-installed
 docs: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
+# Every benchmark, then the peers table (bench/peers: BullMQ, Celery, Dramatiq, huey, SAQ, arq, each
+# installed by the bench into .cache/bench-peers/ or bench/node/node_modules from pinned files).
+# BENCH_ARGS="--regimes io,latency --peers celery-threads,bullmq" runs part of the peers table alone.
 bench: $(VENV)/.test-installed wrk
 	flock /tmp/bench.lock $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Refresh the peers' pinned, hashed requirements (bench/peers/requirements/*.in -> *.txt).
+bench-lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	for spec in bench/peers/requirements/*.in; do \
+		$(BIN)/uv pip compile $$spec --generate-hashes --python-version 3.11 --quiet -o $${spec%.in}.txt; \
+	done
 
 # The dashboard's browser test drives Debian's headless Chromium; install it when missing (as root).
 browser:

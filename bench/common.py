@@ -39,10 +39,14 @@ def private_redis() -> Iterator[str]:
             procs.stop(proc)
 
 
+def redis_version() -> str:
+    """The version of the ``redis-server`` on PATH."""
+    version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+    return next((part[2:] for part in version if part.startswith("v=")), "?")
+
+
 def machine() -> str:
     """A one-line description of this machine and its Redis."""
-    version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
-    redis_version = next((part[2:] for part in version if part.startswith("v=")), "?")
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
@@ -50,7 +54,7 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     cores = len(__import__("os").sched_getaffinity(0))
-    return f"{cores} cores ({cpu}), Python {platform.python_version()}, Redis {redis_version} on loopback"
+    return f"{cores} cores ({cpu}), Python {platform.python_version()}, Redis {redis_version()} on loopback"
 
 
 def today() -> str:
