@@ -67,11 +67,17 @@ class CommandListener:
                         return
                     logger.warning("worker %s: command channel unreachable (%s); retrying", self.name, exc)
                     self._stop.wait(outage.next_delay())
+                except Exception:
+                    # After a stop, whoever owns the client may close its connections under this
+                    # read (redis-py then fails in its poller with a TypeError): the read is over.
+                    if self._stop.is_set():
+                        return
+                    raise
         finally:
             # The thread closes what it reads from: a stop never closes a socket under a read.
             try:
                 pubsub.close()
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, TypeError) as exc:
                 logger.debug("worker %s: closing the command channel: %s", self.name, exc)
 
     @property

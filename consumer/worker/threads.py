@@ -26,11 +26,13 @@ if TYPE_CHECKING:
 
 
 class JobThreads:
-    """``count`` daemon threads running ``worker``'s claimed jobs."""
+    """``count`` daemon threads running ``worker``'s claimed jobs, ``lookahead`` more waiting for one."""
 
-    def __init__(self, worker: FastWorker, count: int) -> None:
+    def __init__(self, worker: FastWorker, count: int, lookahead: int = 0) -> None:
         self.worker = worker
         self.count = count
+        #: Jobs held at most: running, and claimed ahead so that a thread never waits for a claim.
+        self.capacity = count + lookahead
         self._jobs: queue.SimpleQueue[Started | None] = queue.SimpleQueue()
         self._changed = threading.Condition()
         self._busy = 0
@@ -45,13 +47,13 @@ class JobThreads:
 
     @property
     def busy(self) -> int:
-        """Threads running a job (or writing its success)."""
+        """Jobs handed over and not ended: running, writing their success, or waiting for a thread."""
         return self._busy
 
     @property
     def free(self) -> int:
-        """Threads waiting for a job."""
-        return self.count - self._busy
+        """Jobs to claim now: room below :attr:`capacity`."""
+        return self.capacity - self._busy
 
     def start(self, started: Started) -> None:
         """Run a claimed job on a free thread."""
@@ -93,6 +95,23 @@ class JobThreads:
         finally:
             with self._changed:
                 self._own_writes = False
+
+    def withdraw(self) -> list[Started]:
+        """Take back the jobs no thread has started yet (a stop puts them back in their queues)."""
+        taken: list[Started] = []
+        while True:
+            try:
+                started = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if started is None:  # a close came first: leave it for a thread
+                self._jobs.put(None)
+                break
+            taken.append(started)
+        with self._changed:
+            self._busy -= len(taken)
+            self._changed.notify_all()
+        return taken
 
     def close(self) -> None:
         """Tell the threads to exit once idle; nobody waits for them (daemons)."""

@@ -106,6 +106,12 @@ def death_penalty_timeout(penalty: Any) -> int:
     return int(penalty._timeout)
 
 
+def death_penalty_exception(penalty: Any) -> type[BaseException]:
+    """The exception a death penalty raises."""
+    exception: type[BaseException] = penalty._exception
+    return exception
+
+
 def scheduler_process(worker: Any) -> Any:
     """The process of RQ's scheduler a worker started (``--with-scheduler``), if any."""
     scheduler = getattr(worker, "scheduler", None)

@@ -218,3 +218,39 @@ def test_a_worker_waiting_for_a_master_stops_at_once(db_url: str, tmp_path: Path
         proc.wait(10)
         client.close()
         server.kill()
+
+
+@pytest.mark.slow
+def test_a_stop_puts_back_the_jobs_claimed_ahead_of_the_threads(
+    stop_redis: RedisProc, db_url: str, tmp_path: Path
+) -> None:
+    """``WORKER_CONCURRENCY=2`` claims one job ahead; a warm stop runs the two and puts that one back."""
+    client = stop_redis.client()
+    log_path = tmp_path / "worker.log"
+    env = dict(_env(stop_redis.url, db_url), WORKER_CONCURRENCY="2")
+    with open(log_path, "wb") as out:
+        proc = spawn(_argv(["ahead"], False), env=env, stdout=out, stderr=out, cwd=str(ROOT))
+    try:
+        assert wait_until(lambda: _idle(client, proc), 60), log_path.read_text()[-2000:]
+        queue = Queue("ahead", connection=client, serializer=JSONSerializer)
+        jobs = [queue.enqueue(pj.sleep, 1.5) for _ in range(4)]
+        # Two run, one waits for a thread (started, as RQ counts), one stays queued.
+        assert wait_until(lambda: queue.count == 1 and len(queue.started_job_registry) == 3, 30)
+        proc.send_signal(signal.SIGTERM)
+        exited = _exit_time(proc, 30.0)
+        assert exited is not None and proc.returncode == 0, log_path.read_text()[-2000:]
+        for job in jobs:
+            job.refresh()
+        statuses = [job.get_status(refresh=False) for job in jobs]
+        assert statuses.count(JobStatus.FINISHED) == 2
+        assert statuses.count(JobStatus.QUEUED) == 2
+        put_back = next(job for job, status in zip(jobs, statuses, strict=True) if status == JobStatus.QUEUED)
+        assert queue.get_job_ids()[0] == put_back.id  # back at the front, ahead of the never-claimed one
+        assert len(queue.started_job_registry) == 0
+        last_end = max(job.ended_at.timestamp() for job in jobs if job.ended_at)
+        assert exited - last_end <= LIMIT
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        client.close()
