@@ -100,7 +100,7 @@ def measure(
         peer = PEERS[key]
         try:
             if peer.ensure():
-                say(f"installed {peer.name}")
+                say(f"installed {peer.label()}")
             results.versions[key] = peer.version()
             results.peers.append(peer)
         except (EnvError, OSError, subprocess.SubprocessError) as exc:
