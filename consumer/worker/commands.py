@@ -81,6 +81,16 @@ class CommandListener:
                 logger.debug("worker %s: closing the command channel: %s", self.name, exc)
 
     @property
+    def thread(self) -> threading.Thread | None:
+        """The listener thread (RQ's workers call theirs ``pubsub_thread``)."""
+        return self._thread
+
+    @property
+    def pubsub(self) -> PubSub | None:
+        """The subscription being read."""
+        return self._pubsub
+
+    @property
     def listening(self) -> bool:
         """Whether the listener thread runs."""
         return self._thread is not None and self._thread.is_alive()

@@ -409,6 +409,9 @@ class FastWorker(WorkerInternals, SimpleWorker):
     def subscribe(self) -> None:
         """Listen to ``rq``'s commands once a master answers."""
         self.faults.call(self.commands.start)
+        # RQ's names for the subscription and its thread, which its tools and tests look at.
+        self.pubsub = self.commands.pubsub
+        self.pubsub_thread = self.commands.thread
 
     def unsubscribe(self) -> None:
         """Stop listening, waiting at most about a second."""
@@ -512,8 +515,11 @@ class FastWorker(WorkerInternals, SimpleWorker):
             if process.is_alive():
                 process.kill()
             process.join(SCHEDULER_STOP_SECONDS)
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
         try:
-            self.scheduler.release_locks()
-            self.scheduler.register_death()
+            scheduler.release_locks()
+            scheduler.register_death()
         except (RedisError, OSError) as exc:
             self.log.warning("Worker %s: could not release the scheduler's locks: %s", self.name, exc)
