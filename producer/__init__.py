@@ -18,6 +18,7 @@ from shared.settings import Settings
 
 from .access_log import register_access_log
 from .auth import register_auth
+from .background import init_background
 from .errors import register_error_handlers
 from .state import EXTENSION, ArchiveState, Space
 
@@ -39,7 +40,11 @@ def _settings_from(config: Mapping[str, Any] | None) -> Settings:
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the producer app: settings, one Redis client, one engine, blueprints."""
+    """Build the producer app: settings, one Redis client, one engine, blueprints.
+
+    ``BACKGROUND_THREAD`` (default: not ``TESTING``) has each process that serves the app start
+    its background thread with its first request (:mod:`producer.background`).
+    """
     app = Flask(__name__)
     # An API answers, it does not redirect: "/members//1" is a JSON 404, not an HTML 308.
     app.url_map.merge_slashes = False
@@ -78,6 +83,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                     Space(namespace.keys, client, state.new_writer(client, namespace.keys))
                 )
     app.extensions[EXTENSION] = state
+    # First among the request hooks: each serving process starts its background thread (RQ's
+    # scheduler share) with its first request, whichever WSGI server runs the app.
+    init_background(app)
 
     register_error_handlers(app)
     register_access_log(app)

@@ -1,7 +1,9 @@
-"""The producer as its HTTP server runs it: ``granian --interface wsgi --factory producer.server:served_app``.
+"""The producer as ``redis-archive serve`` runs it under granian (``producer.server:served_app``).
 
-Each server worker process calls :func:`served_app` once: the app, plus that process's stats
-thread (enqueue latencies, memory samples). Apps built by tests run no thread.
+Granian calls :func:`served_app` once in each of its worker processes: the app, that process's
+logging, and its background thread (enqueue latencies, memory samples, RQ's scheduler share)
+started at once rather than with the first request. Any other WSGI server serves
+``producer:create_app()``, whose processes start the same thread with their first request.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from .state import get_state
 
 
 def served_app() -> Flask:
-    """The producer app of one server worker process, with its stats thread running."""
+    """The producer app of one server worker process, with its background thread running."""
     app = create_app()
     with app.app_context():
         show_logs(("producer", "shared"), get_state().settings.log_level)
