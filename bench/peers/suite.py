@@ -26,7 +26,7 @@ from bench.peers.runner import Outcome, Regime
 REGIMES: dict[str, Regime] = {
     regime.key: regime
     for regime in [
-        Regime("noop", "(a) no-op jobs, concurrency 1", "noop", jobs=2000, concurrency=1, cap=8),
+        Regime("noop", "(a) no-op jobs, concurrency 1", "noop", jobs=2000, concurrency=1, cap=10),
         Regime("io", "(b) 10 ms I/O jobs, concurrency 10", "io", jobs=2000, concurrency=10, cap=8),
         Regime(
             "remote",

@@ -118,6 +118,12 @@ def caveats(results: Results, redis_version: str) -> list[str]:
     if results.ping_ms is not None:
         direct, proxied = results.ping_ms
         ping = f" (PING round trip: {direct:.2f} ms straight to Redis, {proxied:.2f} ms through the proxy)"
+    fills = [f"{regime.key} {regime.cap:g} s" for regime in results.regimes if not regime.latency]
+    trickles = [f"{regime.key} {regime.cap:g} s" for regime in results.regimes if regime.latency]
+    caps = "; ".join(
+        ([", ".join(fills) + " from the worker's start"] if fills else [])
+        + ([", ".join(trickles) + " after the trickle"] if trickles else [])
+    )
     lines = [
         "Caveats:",
         f"- Medians of {results.rounds} interleaved rounds (the peers' order rotated per round); range:"
@@ -128,8 +134,8 @@ def caveats(results: Results, redis_version: str) -> list[str]:
         " In (a) to (c) the peer's own producer fills the queue before the worker starts; each job"
         " stamps its start and end (time.time(), one write(2) to a file, no Redis command), and"
         " jobs/s runs from the first job's start to the last job's end. \"capped\": in some round"
-        " not every job ran within the regime's cap (seconds from the worker's start); that round's"
-        " rate covers the jobs that did.",
+        f" not every job ran within the regime's cap ({caps}); that round's rate covers the jobs"
+        " that did.",
         "- (c): every client of the run, producer and worker, reaches Redis through"
         f" bench/peers/proxy.py, which holds each chunk 0.5 ms in each direction{ping}.",
         f"- (d): the worker starts first and runs {WARMUP} warm-up jobs; then the producer enqueues"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bench.peers import runner
@@ -53,8 +55,6 @@ def test_stock_rq_no_op_jobs(redis_url: str) -> None:
 
 
 def test_a_worker_that_cannot_start_is_an_error(redis_url: str) -> None:
-    broken = PEERS["ours"].__class__(
-        **{**PEERS["ours"].__dict__, "command": ("python", "-c", "raise SystemExit(3)")}
-    )
+    broken = dataclasses.replace(PEERS["ours"], command=("python", "-c", "raise SystemExit(3)"))
     with pytest.raises(runner.RunError, match="exited with 3"):
         runner.run(broken, NOOP, redis_url)
