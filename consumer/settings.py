@@ -77,8 +77,8 @@ _refuse_evicting_policy(_settings)
 # Import the job modules once in the worker process: the default rq Worker forks a work horse per
 # job, and a fork that inherits them skips importing SQLAlchemy and the jobs again (~0.3 s a job).
 import consumer.events  # noqa: E402, F401
+import consumer.goods  # noqa: E402, F401
 import consumer.jobs  # noqa: E402, F401
-import consumer.stock  # noqa: E402, F401
 
 QUEUES = list(ALL_QUEUES)
 

@@ -17,7 +17,7 @@ from shared.exceptions import (
     LockUnavailableError,
     StaleFenceError,
 )
-from shared.lock.stock import create_goods, decrement_stock, get_goods
+from shared.goods import create_goods, decrement_stock, get_goods
 
 from .enqueue import enqueue
 from .exceptions import Conflict, NotFound, ServiceUnavailable

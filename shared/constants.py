@@ -55,7 +55,7 @@ LOCK_WAIT_PREFIX = PREFIX + "lockwait:"
 LOCK_NOTIFY_PREFIX = PREFIX + "locknotify:"
 LOCK_STATS_FIELDS = ("acquired", "contended", "failed", "released", "extended", "lost")
 GOODS_LOCK_PREFIX = "goods:"
-DECREMENT_STOCK_JOB = "consumer.stock.decrement_stock"
+DECREMENT_STOCK_JOB = "consumer.goods.decrement_stock"
 DECREMENT_STOCK_JOB_NAME = "decrementStockJob"
 #: Dotted paths of the memory-probe jobs (queue ``probe``), by probe kind.
 PROBE_JOBS = {

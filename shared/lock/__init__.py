@@ -1,7 +1,7 @@
-"""The distributed lock (Redlock with fencing tokens) and the goods stock it protects.
+"""The distributed lock: Redlock with fencing tokens.
 
-``shared.lock.Redlock`` is the lock; :mod:`shared.lock.stock` the fenced stock writes;
-:mod:`shared.lock.demo` the side-by-side load of ``redis-archive lock demo``.
+``shared.lock.Redlock`` is the lock; :mod:`shared.lock.demo` the side-by-side load of
+``redis-archive lock demo`` on the goods stock it protects (:mod:`shared.goods`).
 """
 
 from shared.lock.redlock import Lease, Redlock

@@ -1,4 +1,4 @@
-"""A contended stock decrement across processes, with and without the lock (demo and tests)."""
+"""A contended goods stock decrement across processes, with and without the lock (demo and tests)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 
 from shared.db import init_db, make_engine
 from shared.exceptions import InsufficientStockError, LockError
+from shared.goods import create_goods, decrement_stock, decrement_unlocked, get_goods
 from shared.lock import Redlock
-from shared.lock.stock import create_goods, decrement_stock, decrement_unlocked, get_goods
 
 logger = logging.getLogger(__name__)
 

@@ -20,29 +20,14 @@ from shared.stack.procs import free_port
 from tests.servers import RedisProc, redis_servers
 
 
-@pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisProc]]:
-    with redis_servers(tmp_path_factory.mktemp("lock-nodes"), 3) as servers:
-        yield servers
-
-
-@pytest.fixture
-def urls(nodes: list[RedisProc]) -> list[str]:
-    for node in nodes:
-        client = node.client()
-        client.flushall()
-        client.close()
-    return [node.url for node in nodes]
-
-
 @pytest.fixture
 def dead_url() -> str:
     return f"redis://127.0.0.1:{free_port()}/0"
 
 
 @pytest.fixture
-def redlock(urls: list[str], r: redis.Redis) -> Iterator[Redlock]:
-    lock = Redlock(urls, stats=r, node_timeout=1.0)
+def redlock(lock_urls: list[str], r: redis.Redis) -> Iterator[Redlock]:
+    lock = Redlock(lock_urls, stats=r, node_timeout=1.0)
     yield lock
     lock.close()
 
@@ -52,9 +37,9 @@ def stats(r: redis.Redis) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in raw.items()}
 
 
-def test_acquire_is_exclusive_and_release_frees_it(redlock: Redlock, nodes: list[RedisProc]) -> None:
+def test_acquire_is_exclusive_and_release_frees_it(redlock: Redlock, lock_nodes: list[RedisProc]) -> None:
     lease = redlock.acquire("a", ttl=5)
-    for node in nodes:
+    for node in lock_nodes:
         client = node.client()
         assert client.get(lock_keys("a")[0]) == lease.token.encode()
         assert 4000 < client.pttl(lock_keys("a")[0]) <= 5000
@@ -78,19 +63,19 @@ def test_fences_grow_strictly_per_name(redlock: Redlock) -> None:
 
 
 def test_fence_stays_monotonic_when_majorities_differ(
-    urls: list[str], dead_url: str, nodes: list[RedisProc]
+    lock_urls: list[str], dead_url: str, lock_nodes: list[RedisProc]
 ) -> None:
     """Counters that disagree across nodes: a plain max over two different majorities would go back.
 
     Node a says 10, b and c say 1. A holder that sees {a, c} gets 11; one that later sees
     {b, c} would get max(2, 3) = 3 without the write-back of 11 to c; with it, 12.
     """
-    a, b, c = (node.client() for node in nodes)
+    a, b, c = (node.client() for node in lock_nodes)
     a.set(lock_keys("m")[1], 10)
     b.set(lock_keys("m")[1], 1)
     c.set(lock_keys("m")[1], 1)
-    without_b = Redlock([urls[0], dead_url, urls[2]], node_timeout=0.2)
-    without_a = Redlock([dead_url, urls[1], urls[2]], node_timeout=0.2)
+    without_b = Redlock([lock_urls[0], dead_url, lock_urls[2]], node_timeout=0.2)
+    without_a = Redlock([dead_url, lock_urls[1], lock_urls[2]], node_timeout=0.2)
     try:
         first = without_b.acquire("m", timeout=0)
         assert first.fence == 11
@@ -107,10 +92,10 @@ def test_fence_stays_monotonic_when_majorities_differ(
 
 
 def test_no_quorum_is_refused_at_once_with_a_clear_error(
-    urls: list[str], dead_url: str, r: redis.Redis
+    lock_urls: list[str], dead_url: str, r: redis.Redis
 ) -> None:
     other_dead = f"redis://127.0.0.1:{free_port()}/0"
-    lock = Redlock([dead_url, other_dead, urls[2]], stats=r, node_timeout=0.2)
+    lock = Redlock([dead_url, other_dead, lock_urls[2]], stats=r, node_timeout=0.2)
     try:
         started = time.monotonic()
         with pytest.raises(LockUnavailableError, match="only 1 of 3 Redis nodes answered, a majority of 2"):
@@ -119,13 +104,13 @@ def test_no_quorum_is_refused_at_once_with_a_clear_error(
     finally:
         lock.close()
     assert stats(r)["failed"] == 1
-    client = redis.Redis.from_url(urls[2])
+    client = redis.Redis.from_url(lock_urls[2])
     assert client.get(lock_keys("q")[0]) is None  # the minority grant was undone
     client.close()
 
 
-def test_one_node_down_still_locks(urls: list[str], dead_url: str) -> None:
-    lock = Redlock([urls[0], urls[1], dead_url], node_timeout=0.2)
+def test_one_node_down_still_locks(lock_urls: list[str], dead_url: str) -> None:
+    lock = Redlock([lock_urls[0], lock_urls[1], dead_url], node_timeout=0.2)
     try:
         with lock.lock("d") as lease:
             assert lease.remaining() > 0
@@ -162,12 +147,12 @@ def test_watchdog_keeps_a_long_holder(redlock: Redlock, r: redis.Redis) -> None:
 
 
 def test_watchdog_stops_and_tells_the_caller_when_the_lock_is_lost(
-    redlock: Redlock, nodes: list[RedisProc], r: redis.Redis
+    redlock: Redlock, lock_nodes: list[RedisProc], r: redis.Redis
 ) -> None:
     told: list[Lease] = []
     with pytest.raises(LockLostError, match="was lost while held"):
         with redlock.lock("x", ttl=0.3, auto_extend=True, on_lost=told.append) as lease:
-            for node in nodes:  # as if the keys expired during a long stall
+            for node in lock_nodes:  # as if the keys expired during a long stall
                 client = node.client()
                 client.delete(lock_keys("x")[0])
                 client.close()
@@ -178,10 +163,10 @@ def test_watchdog_stops_and_tells_the_caller_when_the_lock_is_lost(
     assert stats(r)["lost"] == 1
 
 
-def test_waiter_is_woken_by_the_release_not_by_polling(redlock: Redlock, urls: list[str]) -> None:
+def test_waiter_is_woken_by_the_release_not_by_polling(redlock: Redlock, lock_urls: list[str]) -> None:
     """The holder's TTL is 30 s; the waiter takes the lock right after the release, in few tries."""
     holder = redlock.acquire("h", ttl=30)
-    waiter_lock = Redlock(urls, node_timeout=0.2)
+    waiter_lock = Redlock(lock_urls, node_timeout=0.2)
     attempts = 0
     original = waiter_lock._attempt
 
@@ -250,9 +235,9 @@ def test_decorator_runs_the_function_under_the_lock(redlock: Redlock) -> None:
     redlock.acquire("dec", timeout=0).release()
 
 
-def test_scripts_are_reloaded_after_a_script_flush(redlock: Redlock, nodes: list[RedisProc]) -> None:
+def test_scripts_are_reloaded_after_a_script_flush(redlock: Redlock, lock_nodes: list[RedisProc]) -> None:
     redlock.acquire("s").release()
-    for node in nodes:
+    for node in lock_nodes:
         client = node.client()
         client.script_flush()
         client.close()

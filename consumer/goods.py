@@ -1,4 +1,4 @@
-"""``decrementStockJob``: the queued stock decrement, run under the same lock as the HTTP one."""
+"""The goods jobs: ``decrementStockJob``, the queued stock decrement, under the same lock as the HTTP one."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 from rq import get_current_job
 
 from shared.exceptions import InsufficientStockError
+from shared.goods import decrement_stock as locked_decrement
+from shared.goods import get_goods
 from shared.lock import Redlock
-from shared.lock.stock import decrement_stock as locked_decrement
-from shared.lock.stock import get_goods
 
 from .context import get_engine, get_settings
 from .dbretry import rides_out_database

@@ -1,4 +1,4 @@
-"""The stock under the lock: contended processes, dead nodes, a paused holder, the HTTP API and the job."""
+"""The goods stock under the lock: contended processes, dead nodes, a paused holder, the API and the job."""
 
 from __future__ import annotations
 
@@ -20,65 +20,49 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import func, select
 
 from consumer import context
-from consumer import stock as stock_job
+from consumer import goods as goods_jobs
 from producer import create_app
 from shared.constants import DECREMENT_STOCK_JOB, GOODS_QUEUE
 from shared.db import goods_stock_change, init_db, make_engine
 from shared.exceptions import InsufficientStockError, StaleFenceError
+from shared.goods import Goods, apply_decrement, create_goods, decrement_stock, get_goods
 from shared.lock import Redlock
 from shared.lock.demo import run_load
-from shared.lock.stock import Goods, apply_decrement, create_goods, decrement_stock, get_goods
 from shared.rqmodel.keys import KEYS
 from shared.settings import Settings
 from shared.stack.local import worker_argv
 from shared.stack.procs import free_port
-from tests.servers import RedisProc, close_app, kill_all, redis_servers, run_env
-
-
-@pytest.fixture(scope="module")
-def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisProc]]:
-    with redis_servers(tmp_path_factory.mktemp("stock-nodes"), 3) as servers:
-        yield servers
-
-
-@pytest.fixture
-def urls(nodes: list[RedisProc]) -> list[str]:
-    for node in nodes:
-        if not node.alive():
-            node.restart()
-        client = node.client()
-        client.flushall()
-        client.close()
-    return [node.url for node in nodes]
-
+from tests.servers import RedisProc, close_app, kill_all, run_env
 
 # --- real processes, real database --------------------------------------------------------------
 
 
-def test_four_processes_sell_exactly_the_stock(urls: list[str], db_url: str) -> None:
-    result = run_load(db_url, urls, processes=4, attempts=250, stock=1000)
+def test_four_processes_sell_exactly_the_stock(lock_urls: list[str], db_url: str) -> None:
+    result = run_load(db_url, lock_urls, processes=4, attempts=250, stock=1000)
     assert (result.successes, result.final, result.refused, dict(result.errors)) == (1000, 0, 0, {})
     assert result.lost_updates == 0
 
 
-def test_more_attempts_than_stock_refuses_exactly_the_excess(urls: list[str], db_url: str) -> None:
-    result = run_load(db_url, urls, processes=4, attempts=300, stock=1000)
+def test_more_attempts_than_stock_refuses_exactly_the_excess(lock_urls: list[str], db_url: str) -> None:
+    result = run_load(db_url, lock_urls, processes=4, attempts=300, stock=1000)
     assert (result.successes, result.refused, result.final, dict(result.errors)) == (1000, 200, 0, {})
     assert result.oversold == 0
 
 
-def test_one_node_killed_mid_run_is_still_exact(urls: list[str], db_url: str, nodes: list[RedisProc]) -> None:
-    result = run_load(db_url, urls, processes=4, attempts=250, stock=1000, midway=nodes[0].kill)
-    assert not nodes[0].alive()
+def test_one_node_killed_mid_run_is_still_exact(
+    lock_urls: list[str], db_url: str, lock_nodes: list[RedisProc]
+) -> None:
+    result = run_load(db_url, lock_urls, processes=4, attempts=250, stock=1000, midway=lock_nodes[0].kill)
+    assert not lock_nodes[0].alive()
     assert (result.successes, result.final, dict(result.errors)) == (1000, 0, {})
 
 
 def test_two_nodes_down_refuses_every_attempt_and_changes_nothing(
-    urls: list[str], db_url: str, nodes: list[RedisProc]
+    lock_urls: list[str], db_url: str, lock_nodes: list[RedisProc]
 ) -> None:
-    nodes[0].kill()
-    nodes[1].kill()
-    result = run_load(db_url, urls, processes=4, attempts=250, stock=1000)
+    lock_nodes[0].kill()
+    lock_nodes[1].kill()
+    result = run_load(db_url, lock_urls, processes=4, attempts=250, stock=1000)
     assert result.successes == 0
     assert dict(result.errors) == {"LockUnavailableError": 1000}
     assert "only 1 of 3 Redis nodes answered" in result.messages["LockUnavailableError"]
@@ -94,10 +78,10 @@ def test_without_the_lock_the_same_load_loses_updates(db_url: str) -> None:
 
 @pytest.mark.parametrize("database", ["postgresql", "mysql"])
 def test_contended_decrement_on_server_databases(
-    urls: list[str], database: str, request: pytest.FixtureRequest
+    lock_urls: list[str], database: str, request: pytest.FixtureRequest
 ) -> None:
     url: str = request.getfixturevalue("postgres_url" if database == "postgresql" else "mysql_url")
-    result = run_load(url, urls, processes=3, attempts=40, stock=100, goods_name=database)
+    result = run_load(url, lock_urls, processes=3, attempts=40, stock=100, goods_name=database)
     assert (result.successes, result.refused, result.final, dict(result.errors)) == (100, 20, 0, {})
 
 
@@ -106,7 +90,7 @@ import json, os, signal, sys
 from shared.db import make_engine
 from shared.exceptions import InsufficientStockError, StaleFenceError
 from shared.lock import Redlock
-from shared.lock.stock import decrement_stock
+from shared.goods import decrement_stock
 engine = make_engine(sys.argv[1])
 redlock = Redlock(sys.argv[3:])
 try:
@@ -127,16 +111,16 @@ def _stopped(pid: int) -> bool:
         return stat.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
-def test_paused_holder_write_is_rejected_by_the_fence(urls: list[str], db_url: str) -> None:
+def test_paused_holder_write_is_rejected_by_the_fence(lock_urls: list[str], db_url: str) -> None:
     engine = make_engine(db_url)
     init_db(engine)
     goods_id = create_goods(engine, "paused", 10).goods_id
     child = subprocess.Popen(
-        [sys.executable, "-c", PAUSED_HOLDER, db_url, str(goods_id), *urls],
+        [sys.executable, "-c", PAUSED_HOLDER, db_url, str(goods_id), *lock_urls],
         stdout=subprocess.PIPE,
         env=run_env(),
     )
-    redlock = Redlock(urls)
+    redlock = Redlock(lock_urls)
     try:
         deadline = time.monotonic() + 30
         while not _stopped(child.pid):
@@ -187,8 +171,8 @@ def test_stale_holder_cannot_write_after_a_newer_one_only_read(db_url: str) -> N
 
 
 @pytest.fixture
-def lock_app(settings: Settings, urls: list[str]) -> Iterator[Flask]:
-    app = create_app({"TESTING": True, "SETTINGS": settings.with_overrides(lock_redis_urls=tuple(urls))})
+def lock_app(settings: Settings, lock_urls: list[str]) -> Iterator[Flask]:
+    app = create_app({"TESTING": True, "SETTINGS": settings.with_overrides(lock_redis_urls=tuple(lock_urls))})
     yield app
     close_app(app)
 
@@ -252,9 +236,10 @@ def test_bad_goods_is_422(api: FlaskClient, body: object) -> None:
     assert api.post("/goods", json=body).status_code == 422
 
 
-def test_no_quorum_is_503_and_changes_nothing(settings: Settings, urls: list[str]) -> None:
+def test_no_quorum_is_503_and_changes_nothing(settings: Settings, lock_urls: list[str]) -> None:
     dead = tuple(f"redis://127.0.0.1:{free_port()}/0" for _ in range(2))
-    app = create_app({"TESTING": True, "SETTINGS": settings.with_overrides(lock_redis_urls=(urls[0], *dead))})
+    overrides = settings.with_overrides(lock_redis_urls=(lock_urls[0], *dead))
+    app = create_app({"TESTING": True, "SETTINGS": overrides})
     try:
         api = app.test_client()
         goods_id = new_goods(api, 5)
@@ -281,11 +266,11 @@ def test_goods_routes_are_documented(api: FlaskClient) -> None:
 
 
 @pytest.fixture
-def job_env(worker_env: pytest.MonkeyPatch, urls: list[str]) -> Iterator[pytest.MonkeyPatch]:
-    worker_env.setenv("LOCK_REDIS_URLS", ",".join(urls))
+def job_env(worker_env: pytest.MonkeyPatch, lock_urls: list[str]) -> Iterator[pytest.MonkeyPatch]:
+    worker_env.setenv("LOCK_REDIS_URLS", ",".join(lock_urls))
     context.get_settings.cache_clear()
     yield worker_env
-    stock_job.close_redlocks()
+    goods_jobs.close_redlocks()
 
 
 def test_queued_decrement_runs_under_the_lock_once_per_job(
@@ -329,13 +314,13 @@ def test_queued_decrement_beyond_the_stock_is_not_applied(
 
 
 def test_real_workers_contend_for_the_same_lock(
-    api: FlaskClient, r: redis.Redis, settings: Settings, urls: list[str], tmp_path: Path
+    api: FlaskClient, r: redis.Redis, settings: Settings, lock_urls: list[str], tmp_path: Path
 ) -> None:
     goods_id = new_goods(api, 30)
     for _ in range(40):
         assert api.post(f"/queue/goods/{goods_id}/stocks", json={"stock": 1}).status_code == 202
     env = run_env(
-        REDIS_URL=settings.redis_url, DATABASE_URL=settings.database_url, LOCK_REDIS_URLS=",".join(urls)
+        REDIS_URL=settings.redis_url, DATABASE_URL=settings.database_url, LOCK_REDIS_URLS=",".join(lock_urls)
     )
     workers = [
         subprocess.Popen(worker_argv([GOODS_QUEUE], burst=True), env=env, stdout=subprocess.DEVNULL,
