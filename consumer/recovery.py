@@ -11,8 +11,8 @@ death writes its effect once.
 The monitor also runs RQ's scheduler (:mod:`shared.scheduler`), so due retries and
 ``enqueue_at`` jobs go back to their queues when no worker runs ``--with-scheduler``, and
 RQ's own clean-up of the started registries every :data:`CLEANUP_INTERVAL` seconds, so the job
-of a stock ``rq worker`` killed with its work horse is retried once its execution's heartbeat
-expires (RQ: about 90 s) rather than at the next maintenance of a stock worker (10 minutes).
+of a plain ``rq worker`` killed with its work horse is retried once its execution's heartbeat
+expires (RQ: about 90 s) rather than at the next maintenance of a plain rq worker (10 minutes).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 #: How often the monitor (and each worker's heartbeat thread) looks for dead workers.
 SCAN_INTERVAL = 1.0
-#: How often the monitor runs RQ's clean-up of the started registries (stock workers: every 10 min).
+#: How often the monitor runs RQ's clean-up of the started registries (plain rq workers: every 10 min).
 CLEANUP_INTERVAL = 10.0
 
 

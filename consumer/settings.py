@@ -83,7 +83,7 @@ import consumer.jobs  # noqa: E402, F401
 QUEUES = list(ALL_QUEUES)
 
 # The client RQ builds from these rides out a failover, a restart or a full Redis for up to
-# WORKER_MASTER_TIMEOUT seconds (shared.connections.rideout), so that RQ's stock workers survive
+# WORKER_MASTER_TIMEOUT seconds (shared.connections.rideout), so that RQ's own worker classes survive
 # them too; FastWorker's fault policy (consumer.worker.faults) handles them itself.
 if _settings.sentinels:
     SENTINEL: dict[str, Any] = rq_sentinel_config(_settings)

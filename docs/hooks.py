@@ -88,7 +88,7 @@ MEANINGS: dict[str, str | tuple[str, str]] = {
     "ENQUEUE_REPLICA_TIMEOUT_MS": "durable enqueue: how long `WAIT` waits for them",
     "WORKER_MASTER_TIMEOUT": (
         "how long a worker rides out a Redis outage (no master, a restart, `READONLY`, a full Redis): "
-        "`FastWorker` then exits with status 69, RQ's stock worker (`rq worker -c consumer.settings`) "
+        "`FastWorker` then exits with status 69, a plain rq worker (`rq worker -c consumer.settings`) "
         "with status 1 and the reason"
     ),
     "DB_RETRY_SECONDS": (

@@ -1,7 +1,7 @@
 """The one backoff: delays that double from a first one to a cap, optionally jittered, within a limit.
 
 Every wait for something to come back uses it: the producer's enqueue retries, the ride-out
-client of stock workers, the fast worker's waits for a master or for memory, and the database
+client of plain rq workers, the fast worker's waits for a master or for memory, and the database
 retry of jobs (whole seconds, as RQ's ``Retry`` intervals are).
 """
 

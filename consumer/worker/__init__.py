@@ -4,9 +4,9 @@
 
 What it keeps: queues, job hashes, executions, the started/finished/failed/scheduled
 registries, result streams, retries, callbacks, timeouts, worker hashes and commands, so
-``rq info``, the dashboard and RQ's maintenance see what they see with a stock worker.
+``rq info``, the dashboard and RQ's maintenance see what they see with RQ's own worker classes.
 
-What it changes (README, "The worker"):
+What it changes (docs/worker.md):
 
 - one round trip claims jobs (pop, read the hash, mark it started, register the execution:
   a Lua script) and the same round trip writes the successes of the jobs run since the last

@@ -1,6 +1,6 @@
 """The worker's fault policy: what it does when Redis goes away, turns read-only or fills up.
 
-Stock RQ workers handle a lost master badly: a connection error outside the blocking pop
+RQ's own worker classes handle a lost master badly: a connection error outside the blocking pop
 ends the work loop, and inside it they retry forever with a backoff that grows to a minute.
 :class:`FaultPolicy` turns every such error into one wait: poll for a master (through
 Sentinel, the client asks for the new address on each new connection) with a short backoff,

@@ -59,7 +59,7 @@ atexit.register(gc.freeze)
 class FastWorker(WorkerInternals, SimpleWorker):
     """An RQ worker that claims and finishes each job in one round trip, without forking."""
 
-    #: Seconds between suspension checks (stock RQ checks before every job).
+    #: Seconds between suspension checks (RQ's own worker classes check before every job).
     suspension_check_interval = 1.0
     #: The key names of the namespace this worker serves.
     keys: Keys = KEYS
@@ -82,11 +82,11 @@ class FastWorker(WorkerInternals, SimpleWorker):
             self.master_timeout = float(settings.worker_master_timeout)
         super().__init__(*args, **kwargs)
         # consumer.settings gives RQ a client that waits out outages inside redis-py (for RQ's
-        # stock workers); this worker sees each error itself (FaultPolicy), so it takes the
+        # own worker classes); this worker sees each error itself (FaultPolicy), so it takes the
         # quick policy back.
         ride_out(self.connection, quick_retry())
         self.concurrency = max(1, concurrency if concurrency is not None else settings.worker_concurrency)
-        #: Jobs claimed per round trip in main-thread mode (``WORKER_BATCH``); see the README.
+        #: Jobs claimed per round trip in main-thread mode (``WORKER_BATCH``); see docs/worker.md.
         self.batch = max(1, batch if batch is not None else settings.worker_batch)
         if self.concurrency > 1:
             # SIGALRM reaches the main thread only; one watchdog thread times out jobs on job threads.

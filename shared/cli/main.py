@@ -189,7 +189,7 @@ def monitor(obj: Context) -> None:
     default=0,
     show_default=True,
     type=click.IntRange(0, 32),
-    help="Stock `rq worker -c consumer.settings -S json` processes beside the fast ones.",
+    help="Plain `rq worker -c consumer.settings -S json` processes beside the fast ones.",
 )
 @click.option(
     "--data-dir",

@@ -116,6 +116,6 @@ class NamespaceRedis(Redis):
                 f"RQ_KEY_PREFIX={RQ_KEY_PREFIX!r} is not a namespace: a worker on a cluster serves one "
                 "namespace, e.g. RQ_KEY_PREFIX={member} (redis-archive worker sets it)"
             )
-        # As consumer.settings gives RQ's stock workers off a cluster: a client that rides out outages.
+        # As consumer.settings gives RQ's own worker classes off a cluster: a client that rides out outages.
         options = {**rq_client_options(settings), **_auth(settings), **kwargs}
         return cls(connection_pool=SlotConnectionPool(cluster_map(settings), RQ_KEY_PREFIX, **options))

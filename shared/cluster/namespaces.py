@@ -7,8 +7,8 @@ so that one queue's namespaces land on different masters where the cluster has e
 them. The choice depends on the cluster's slot map, so the first process to plan stores it in
 the cluster (hash :data:`REGISTRY_KEY`, one JSON list of tags per queue) and every later
 process uses the stored tags: a producer started after a resharding still writes where the
-workers read. A worker process serves one namespace (RQ's prefix is per process); stock RQ
-sees an ordinary Redis whose keys all sit in one slot.
+workers read. A worker process serves one namespace (RQ's prefix is per process); RQ's own
+classes see an ordinary Redis whose keys all sit in one slot.
 """
 
 from __future__ import annotations

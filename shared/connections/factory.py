@@ -74,7 +74,7 @@ def client_options(settings: Settings) -> dict[str, Any]:
 def rq_client_options(settings: Settings) -> dict[str, Any]:
     """Options of the client RQ builds from ``consumer.settings``: it rides out outages.
 
-    RQ's stock workers end on a connection error met outside the blocking pop; with
+    RQ's own worker classes end on a connection error met outside the blocking pop; with
     :class:`~shared.connections.rideout.RideOutRetry` every command waits for Redis for up to
     ``WORKER_MASTER_TIMEOUT`` seconds instead. Failover-aware workers (``FastWorker``) put the
     quick policy back and handle the outage themselves.

@@ -1,6 +1,6 @@
 """Riding out a Redis outage inside redis-py: a retry policy bounded by time, not by a count.
 
-Plain ``rq worker -c consumer.settings`` runs RQ's stock workers, which end their loop on the
+Plain ``rq worker -c consumer.settings`` runs RQ's own worker classes, which end their loop on the
 first connection error outside the blocking pop: a failover that happens while a job runs
 (the forking worker's monitor reads the job's status while the Sentinels still name the dead
 master) or a Redis restart kills them. RQ builds its client from the settings module, and a

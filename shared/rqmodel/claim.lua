@@ -1,4 +1,4 @@
--- Claim up to N jobs for a worker, as a stock worker's prepare_execution +
+-- Claim up to N jobs for a worker, as RQ's own Worker.prepare_execution +
 -- prepare_job_execution would mark each one started.
 -- KEYS: queue keys in priority order.
 -- ARGV: worker name, worker key, now (RQ date string), now (unix seconds), execution id

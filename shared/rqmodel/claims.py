@@ -1,6 +1,6 @@
 """The fast worker's side of RQ's data model: claim arguments, claimed jobs, success arguments.
 
-:data:`~shared.rqmodel.scripts.CLAIM` marks jobs started as a stock worker's
+:data:`~shared.rqmodel.scripts.CLAIM` marks jobs started as RQ's own worker classes'
 ``prepare_execution`` + ``prepare_job_execution`` would; :data:`~shared.rqmodel.scripts.FINISH`
 writes successes as its ``handle_job_success`` would. This module builds their arguments and
 turns a claim's reply back into the ``Job`` and ``Execution`` objects RQ's own code paths

@@ -1,4 +1,4 @@
--- Many successes of one worker in one call, each as a stock worker's handle_job_success
+-- Many successes of one worker in one call, each as RQ's own Worker.handle_job_success
 -- writes it for a job without dependents and with a non-zero result ttl.
 -- KEYS: the worker key. ARGV: RQ's key prefix ("rq:"), then per job its argument count and its
 -- arguments: job id, execution id, worker name, "1" when the job has dependencies (a

@@ -3,7 +3,7 @@
 RQ 3 builds its keys from ``rq.defaults.RQ_KEY_PREFIX`` (``rq`` unless the ``RQ_KEY_PREFIX``
 environment variable says otherwise before rq is imported; ``{rq}`` pins every key to one
 Redis Cluster slot). :class:`Keys` builds the same names for any prefix, so the producer
-and the fast worker write the keys stock RQ reads (``tests/shared/rqmodel`` compares them
+and the fast worker write the keys RQ's own classes read (``tests/shared/rqmodel`` compares them
 with RQ's own classes). The project's own keys that live beside a namespace's jobs (the
 workers' heartbeats, the job counters, the durable-enqueue marker) are here too, under the
 project's prefix, so that a namespace is one self-contained set of keys.

@@ -60,7 +60,7 @@ def worker_argv(
 
 
 def plain_worker_argv(queues: Sequence[str] = ALL_QUEUES) -> list[str]:
-    """RQ's stock worker, started as RQ's documentation writes it: no worker class, no scheduler.
+    """A plain ``rq worker`` (RQ's own worker class), started as RQ's documentation writes it: no scheduler.
 
     ``consumer.settings`` gives it a client that rides out outages; its retries are moved back
     to their queues by the monitor's (and the producer's) share of RQ's scheduler.
@@ -184,7 +184,7 @@ class Stack:
     port: int = 1111
     workers: int = 2
     worker_class: str | None = None
-    #: Stock ``rq worker`` processes beside the fast ones (:func:`plain_worker_argv`).
+    #: Plain ``rq worker`` processes beside the fast ones (:func:`plain_worker_argv`).
     plain_workers: int = 0
     data_dir: Path = Path("var")
     say: Say = print

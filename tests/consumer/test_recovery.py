@@ -76,7 +76,7 @@ def test_retries_run_with_plain_workers_and_the_monitor(
     )  # fmt: skip
     procs_started = [worker]
     try:
-        # The first attempt fails and waits in the scheduled registry; the stock worker alone
+        # The first attempt fails and waits in the scheduled registry; the plain rq worker alone
         # never moves it (it is still there well after its 1 s interval).
         assert wait_until(lambda: job.get_status(refresh=True) == JobStatus.SCHEDULED, 30)
         time.sleep(2.5)
@@ -97,8 +97,8 @@ def test_retries_run_with_plain_workers_and_the_monitor(
     assert later.return_value() == 5
 
 
-def test_the_monitor_retries_a_stock_workers_abandoned_job(r: redis.Redis) -> None:
-    """A stock worker killed with its horse leaves an execution whose heartbeat runs out."""
+def test_the_monitor_retries_a_plain_rq_workers_abandoned_job(r: redis.Redis) -> None:
+    """A plain rq worker killed with its horse leaves an execution whose heartbeat runs out."""
     from consumer.recovery import clean_started_registries
 
     queue = Queue("member", connection=r, serializer=JSONSerializer)

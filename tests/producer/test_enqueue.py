@@ -38,18 +38,18 @@ def test_enqueue_writes_the_job_hash_rq_writes(app: Flask, r: redis.Redis) -> No
     with app.app_context():
         state = get_state()
         ours = enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, payload)
-        stock = Queue(MEMBER_QUEUE, connection=r, serializer=JSONSerializer).enqueue(
+        theirs_job = Queue(MEMBER_QUEUE, connection=r, serializer=JSONSerializer).enqueue(
             CREATE_MEMBER_JOB, payload, **job_options(state.settings, CREATE_MEMBER_JOB_NAME)
         )
-    mine, theirs = r.hgetall(ours.key), r.hgetall(stock.key)
+    mine, theirs = r.hgetall(ours.key), r.hgetall(theirs_job.key)
     assert set(mine) == set(theirs)
     assert zlib.decompress(mine.pop(b"data")) == zlib.decompress(theirs.pop(b"data"))
     assert {k: v for k, v in mine.items() if k not in VOLATILE} == {
         k: v for k, v in theirs.items() if k not in VOLATILE
     }
-    assert r.lrange(f"rq:queue:{MEMBER_QUEUE}", 0, -1) == [ours.id.encode(), stock.id.encode()]
+    assert r.lrange(f"rq:queue:{MEMBER_QUEUE}", 0, -1) == [ours.id.encode(), theirs_job.id.encode()]
     assert b"rq:queue:member" in r.smembers("rq:queues")
-    assert r.ttl(ours.key) == r.ttl(stock.key) == -1
+    assert r.ttl(ours.key) == r.ttl(theirs_job.key) == -1
 
 
 def test_enqueue_is_one_round_trip(app: Flask, r: redis.Redis) -> None:

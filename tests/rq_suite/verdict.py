@@ -123,27 +123,27 @@ def counts(results: dict[str, dict[str, Any]]) -> str:
 
 def exercise(results: dict[str, dict[str, Any]]) -> str:
     """How the FastWorker run's tests used workers in the test process."""
-    loop = constructed = stock = none = 0
-    stock_classes: set[str] = set()
+    loop = constructed = own = none = 0
+    own_classes: set[str] = set()
     for entry in results.values():
         usage = entry.get("usage") or {}
         fast = set(usage.get("fast", ()))
         others = set(usage.get("constructed", ())) - fast
-        stock_classes |= others
+        own_classes |= others
         if fast & set(usage.get("worked", ())):
             loop += 1
         elif fast:
             constructed += 1
         elif others:
-            stock += 1
+            own += 1
         else:
             none += 1
     line = (
         f"{loop} tests ran FastWorker's work loop, {constructed} only constructed a FastWorker, "
-        f"{stock} used RQ's own worker classes only"
+        f"{own} used RQ's own worker classes only"
     )
-    if stock_classes:
-        line += f" ({', '.join(sorted(stock_classes))})"
+    if own_classes:
+        line += f" ({', '.join(sorted(own_classes))})"
     return line + f", {none} no worker in the test process"
 
 

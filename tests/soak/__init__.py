@@ -4,7 +4,7 @@ Real processes only. Redis is a master, two replicas and three Sentinels
 (``shared.stack.sentinel``, append-only files on, ``down-after-milliseconds`` 1000), with
 durable enqueue (``ENQUEUE_MIN_REPLICAS=1``). Two lanes share it, each a ``redis-archive up``
 on its own Redis database: the producer, one ``FastWorker``, one plain ``rq worker -c
-consumer.settings -S json`` (RQ's stock forking worker, no ``--with-scheduler``) and the
+consumer.settings -S json`` (RQ's own forking worker class, no ``--with-scheduler``) and the
 recovery monitor. Lane ``postgresql`` writes its members to a private PostgreSQL cluster,
 lane ``mariadb`` to a private MariaDB server (``tests/dbservers.py``). A client per lane POSTs
 members at a steady rate for the whole run while a schedule of faults runs: worker SIGKILLs,

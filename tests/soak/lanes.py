@@ -128,9 +128,9 @@ class Lane:
     def kill(self, child: str, group: bool) -> tuple[int, bool]:
         """SIGKILL one child of ``up``; returns its pid and whether it ran a job just before.
 
-        ``group``: with the processes it forked (a FastWorker's scheduler, a stock worker's work
+        ``group``: with the processes it forked (a FastWorker's scheduler, a plain rq worker's work
         horse), as a container's kill does; otherwise the process alone, as ``kill -9 <pid>``
-        (a stock worker's horse then finishes its job by itself).
+        (a plain rq worker's horse then finishes its job by itself).
         """
         with self._lock:
             pid = self.pids[child]
@@ -149,9 +149,9 @@ class Lane:
     def _busy(self, pid: int, stock: bool) -> bool:
         """Whether the worker process ``pid`` runs a job right now.
 
-        A stock worker runs each job in a work horse, its only child while it does; a
+        A plain rq worker runs each job in a work horse, its only child while it does; a
         FastWorker registers the executions it holds (its claim and finish scripts keep that
-        set exact; a stock worker's may lag behind its horse).
+        set exact; a plain rq worker's may lag behind its horse).
         """
         if stock:
             return bool(_children(pid))

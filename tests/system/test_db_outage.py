@@ -1,7 +1,7 @@
 """A PostgreSQL restart under load, consumed by plain ``rq worker`` processes.
 
 The workers are started as RQ's documentation writes the command (``rq worker -c
-consumer.settings -S json member``: the stock forking worker, no ``--with-scheduler``), and no
+consumer.settings -S json member``: RQ's own forking worker class, no ``--with-scheduler``), and no
 recovery monitor runs: only the producer's background thread runs RQ's scheduler, which moves
 the deferred jobs back to the queue. The producer is served two ways: as ``redis-archive serve``
 serves it (granian, ``producer.server:served_app``) and by gunicorn with two worker processes

@@ -123,7 +123,7 @@ def test_member_queue_end_to_end_under_the_prefix(stack: Stack, r: redis.Redis) 
         assert r.keys("rq:*") == []
     assert r.exists(keys.queues, keys.workers) == 2
 
-    # rq info (stock RQ, same prefix from the environment) sees the queue and both workers.
+    # rq info (RQ's own command, same prefix from the environment) sees the queue and both workers.
     out = subprocess.run(
         [sys.executable, "-m", "rq.cli", "info", "--url", stack.env["REDIS_URL"], "-S", "json"],
         env=stack.env,

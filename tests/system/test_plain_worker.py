@@ -1,4 +1,4 @@
-"""RQ's stock workers, started as ``rq worker -c consumer.settings``, ride out Redis faults mid-job.
+"""RQ's own worker classes, started as ``rq worker -c consumer.settings``, ride out Redis faults mid-job.
 
 A job holds the worker (it waits for a file) while the fault happens; it is released at once,
 so the worker finishes it (the forking worker's horse writes the success, its monitor reads the
