@@ -19,7 +19,7 @@ from shared.settings import Settings
 from .access_log import register_access_log
 from .auth import register_auth
 from .background import init_background
-from .errors import register_error_handlers
+from .error_handlers import register_error_handlers
 from .state import EXTENSION, ArchiveState, Space
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import logging
 
 from flask import Flask, Response, request
 
-from .errors import error_response
+from .error_handlers import error_response
 from .state import get_state
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from werkzeug.routing import PathConverter
 
 from shared.constants import CACHE_PREFIX
 
-from .exceptions import Conflict, NotFound, ValidationFailed
+from .exceptions import ResourceConflict, ResourceNotFound, ValidationFailed
 from .openapi import operation
 from .schemas import INTEGRAL, Strict
 from .state import get_state
@@ -207,7 +207,7 @@ def set_value(body: CacheSet) -> tuple[dict[str, Any], int]:
         raise ValidationFailed(message, fields=[{"field": "value", "message": message, "type": "too_long"}])
     stored = get_state().cache_redis.set(redis_key(body.key), data, px=body.expire, nx=body.nx)
     if not stored:
-        raise Conflict(f"key {body.key!r} already exists")
+        raise ResourceConflict(f"key {body.key!r} already exists")
     logger.debug("cache set key=%r bytes=%d ttl_ms=%d", body.key, len(data), body.expire)
     return {"key": body.key, "ttlMs": body.expire}, 201
 
@@ -227,7 +227,7 @@ def get_value(path: CacheKeyPath) -> Response:
     pipe.pttl(redis_key(key))
     raw, ttl = pipe.execute()
     if raw is None:
-        raise NotFound(f"key {key!r} not found")
+        raise ResourceNotFound(f"key {key!r} not found")
     # The stored text is compact JSON written by set_value: splice it in instead of parsing
     # and re-encoding up to CACHE_MAX_VALUE_BYTES (and any nesting the request parser took).
     body = b'{"key":%s,"value":%s,"ttlMs":%d}\n' % (json.dumps(key).encode(), raw, max(int(ttl), 0))
@@ -245,5 +245,5 @@ def get_value(path: CacheKeyPath) -> Response:
 def delete_value(path: CacheKeyPath) -> dict[str, Any]:
     key = _path_key(path)
     if not get_state().cache_redis.delete(redis_key(key)):
-        raise NotFound(f"key {key!r} not found")
+        raise ResourceNotFound(f"key {key!r} not found")
     return {"key": key, "deleted": True}

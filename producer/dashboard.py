@@ -30,8 +30,8 @@ from shared.redrive import requeue
 from shared.settings import Settings
 
 from .auth import token_matches
-from .errors import error_response
-from .exceptions import ApiError, NotFound
+from .error_handlers import error_response
+from .exceptions import ApiError, ResourceNotFound
 from .state import get_state
 
 logger = logging.getLogger(__name__)
@@ -114,11 +114,11 @@ def _fetch(job_id: str) -> Job:
         # RQ refuses ids it could never have made (and reads ``id:execution`` as ``id``).
         validate_job_id(job_id)
     except ValueError:
-        raise NotFound(f"job {job_id!r} not found") from None
+        raise ResourceNotFound(f"job {job_id!r} not found") from None
     try:
         return Job.fetch(job_id, connection=get_state().dashboard_redis, serializer=JSONSerializer)
     except NoSuchJobError:
-        raise NotFound(f"job {job_id!r} not found") from None
+        raise ResourceNotFound(f"job {job_id!r} not found") from None
 
 
 def _json(data: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -207,7 +207,7 @@ def _whole(name: str, value: str | int, most: int) -> None:
 
 def _check_listing(registry_name: str, per_page: str | int, order: str, page: str | int) -> None:
     if registry_name not in REGISTRY_NAMES:
-        raise NotFound(f"no registry {registry_name!r}; one of {', '.join(REGISTRY_NAMES)}")
+        raise ResourceNotFound(f"no registry {registry_name!r}; one of {', '.join(REGISTRY_NAMES)}")
     _whole("per_page", per_page, MAX_PER_PAGE)
     _whole("page", page, MAX_PAGE)
     if order not in ORDERS:
@@ -245,7 +245,7 @@ def _registry(queue: Queue, name: str) -> BaseRegistry:
         "canceled": queue.canceled_job_registry,
     }
     if name not in registries:
-        raise NotFound(f"no registry {name!r}")
+        raise ResourceNotFound(f"no registry {name!r}")
     return registries[name]
 
 

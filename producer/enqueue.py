@@ -23,7 +23,7 @@ from shared.connections import UNAVAILABLE_ERRORS
 from shared.rqmodel.dates import new_id
 from shared.settings import Settings
 
-from .exceptions import ServiceUnavailable
+from .exceptions import BackendUnavailable
 from .state import ArchiveState, Space
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def write_with_retry(
     """:func:`write_jobs`, retried across a failover and, if asked, confirmed on replicas.
 
     Connection and read-only errors are retried with a bounded backoff for
-    ``ENQUEUE_RETRY_SECONDS``; then :class:`ServiceUnavailable` (503). The ids are chosen
+    ``ENQUEUE_RETRY_SECONDS``; then :class:`BackendUnavailable` (503). The ids are chosen
     once, so a retry after an unanswered write checks for the jobs instead of adding second
     copies. With ``ENQUEUE_MIN_REPLICAS`` > 0 the jobs count as written only when that many
     replicas have them. All the jobs of one call go to one namespace of the queue (the next
@@ -214,7 +214,7 @@ def _refuse(state: ArchiveState, queue_name: str, attempt: _Attempt, tries: int)
         message = f"the job could not be stored durably: {attempt.reason}"
     else:
         message = "Redis is unreachable; retry later"
-    raise ServiceUnavailable(message, headers={"Retry-After": "1"})
+    raise BackendUnavailable(message, headers={"Retry-After": "1"})
 
 
 def enqueue(

@@ -1,4 +1,8 @@
-"""Errors the producer turns into JSON responses."""
+"""Errors the producer turns into JSON responses (:mod:`producer.error_handlers` answers them).
+
+Named apart from werkzeug's ``NotFound``, ``Conflict`` and ``ServiceUnavailable`` (which Flask
+raises itself), whose responses the same handlers give the same shape.
+"""
 
 from __future__ import annotations
 
@@ -37,22 +41,22 @@ class ValidationFailed(ApiError):
     code = "validation_error"
 
 
-class NotFound(ApiError):
+class ResourceNotFound(ApiError):
     """The addressed job, member, key or goods does not exist."""
 
     status = 404
     code = "not_found"
 
 
-class Conflict(ApiError):
+class ResourceConflict(ApiError):
     """The request conflicts with the current state (key exists, stock too low)."""
 
     status = 409
     code = "conflict"
 
 
-class ServiceUnavailable(ApiError):
-    """Redis or the database cannot be reached right now; try again later."""
+class BackendUnavailable(ApiError):
+    """Redis, the database or the lock's nodes cannot serve the request right now; try again later."""
 
     status = 503
     code = "unavailable"

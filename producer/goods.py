@@ -20,7 +20,7 @@ from shared.exceptions import (
 from shared.goods import create_goods, decrement_stock, get_goods
 
 from .enqueue import enqueue
-from .exceptions import Conflict, NotFound, ServiceUnavailable
+from .exceptions import BackendUnavailable, ResourceConflict, ResourceNotFound
 from .openapi import operation
 from .schemas import JobAccepted, Strict, no_control_chars
 from .state import ArchiveState, get_state
@@ -58,7 +58,7 @@ def _existing(state: ArchiveState, goods_id: int) -> dict[str, Any]:
     try:
         return get_goods(state.engine, goods_id).to_json()
     except GoodsNotFoundError as exc:
-        raise NotFound(str(exc)) from None
+        raise ResourceNotFound(str(exc)) from None
 
 
 @bp.post("/goods")
@@ -91,15 +91,15 @@ def decrement(goods_id: int, body: StockChange) -> dict[str, Any]:
     try:
         goods = decrement_stock(state.redlock(), state.engine, goods_id, body.stock)
     except GoodsNotFoundError as exc:
-        raise NotFound(str(exc)) from None
+        raise ResourceNotFound(str(exc)) from None
     except InsufficientStockError as exc:
-        raise Conflict(str(exc), code="insufficient_stock") from None
+        raise ResourceConflict(str(exc), code="insufficient_stock") from None
     except LockUnavailableError as exc:
-        raise ServiceUnavailable(str(exc), code="lock_unavailable", headers=retry) from None
+        raise BackendUnavailable(str(exc), code="lock_unavailable", headers=retry) from None
     except LockTimeoutError as exc:
-        raise ServiceUnavailable(str(exc), code="lock_busy", headers=retry) from None
+        raise BackendUnavailable(str(exc), code="lock_busy", headers=retry) from None
     except (LockLostError, StaleFenceError) as exc:
-        raise ServiceUnavailable(str(exc), code="lock_lost", headers=retry) from None
+        raise BackendUnavailable(str(exc), code="lock_lost", headers=retry) from None
     return goods.to_json()
 
 

@@ -14,7 +14,7 @@ from rq.serializers import JSONSerializer
 
 from shared.rqmodel.attempts import attempts
 
-from .exceptions import NotFound
+from .exceptions import ResourceNotFound
 from .openapi import operation
 from .schemas import JobInfo
 from .state import get_state
@@ -74,7 +74,7 @@ def job_json(job: Job) -> dict[str, Any]:
 @operation("A job's status", responses={200: JobInfo, 404: None, 503: None}, tags=("jobs",))
 def get_job(job_id: str) -> dict[str, Any]:
     if not JOB_ID.match(job_id):
-        raise NotFound(f"job {job_id!r} not found")
+        raise ResourceNotFound(f"job {job_id!r} not found")
     return job_json(find_job(job_id))
 
 
@@ -88,4 +88,4 @@ def find_job(job_id: str) -> Job:
             return space.job_class.fetch(job_id, connection=space.client, serializer=JSONSerializer)
         except NoSuchJobError:
             break
-    raise NotFound(f"job {job_id!r} not found")
+    raise ResourceNotFound(f"job {job_id!r} not found")

@@ -11,7 +11,7 @@ from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_Q
 from shared.db import member, member_json
 
 from .enqueue import enqueue, enqueue_many
-from .exceptions import NotFound
+from .exceptions import ResourceNotFound
 from .openapi import operation
 from .schemas import (
     BULK_MAX_MEMBERS,
@@ -85,7 +85,7 @@ def get_member(member_id: int) -> dict[str, Any]:
     with get_state().engine.connect() as conn:
         row = conn.execute(select(member).where(member.c.member_id == member_id)).first()
     if row is None:
-        raise NotFound(f"member {member_id} not found")
+        raise ResourceNotFound(f"member {member_id} not found")
     return member_json(row)
 
 
