@@ -88,8 +88,9 @@ class Run:
     def work(self, with_scheduler: bool = False) -> Any:
         worker = self.factory(self.queue, self.r)
         self.worker_names.append(worker.name)
-        worker.work(burst=True, with_scheduler=with_scheduler, logging_level="WARNING")
+        # Keys without a job of their own (RQ's clean-up markers) are written as the worker starts.
         self.worked_at = time.time()
+        worker.work(burst=True, with_scheduler=with_scheduler, logging_level="WARNING")
         return worker
 
     worked_at = 0.0
@@ -105,7 +106,7 @@ def snapshot(
 ) -> dict[str, Any]:
     """Everything a dashboard or ``rq info`` could see, with ids and times normalized.
 
-    Times are taken relative to each job's own timestamps (keys without a job: to the end of
+    Times are taken relative to each job's own timestamps (keys without a job: to the start of
     the last worker run), never to the moment of the snapshot.
     """
     fetched: dict[str, Job | None] = {}
