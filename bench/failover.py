@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +72,7 @@ def failover_runs(runs: int, rate: float) -> None:
 
 
 def _latencies(settings: Settings, n: int) -> list[float]:
-    app = create_app({"TESTING": True, "SETTINGS": settings})
+    app = create_app({"TESTING": True, **asdict(settings)})
     state = app.extensions[EXTENSION]
     out = []
     try:

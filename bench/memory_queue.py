@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ def main() -> None:
 
                     time.sleep(0.05)
             settings = Settings.from_env({"REDIS_URL": url, "DATABASE_URL": database_url})
-            app = create_app({"SETTINGS": settings})
+            app = create_app(asdict(settings))
             post_members(app, 0, 100)
             run_worker(url, database_url)
             base = used_memory(url)

@@ -24,6 +24,7 @@ import re
 import textwrap
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -352,7 +353,7 @@ def openapi_spec() -> dict[str, Any]:
 
     settings = Settings(redis_url="unix:///nonexistent/redis-archive-docs.sock", database_url="sqlite://")
     with _quiet("shared.connections.eviction"):
-        app = create_app({"SETTINGS": settings, "TESTING": True, "BACKGROUND_THREAD": False})
+        app = create_app({**asdict(settings), "TESTING": True, "BACKGROUND_THREAD": False})
     return build_spec(app)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import fields
 from typing import Any
 
 from flask import Flask
@@ -24,37 +23,27 @@ from .state import EXTENSION, ArchiveState, Space
 
 logger = logging.getLogger(__name__)
 
-_SETTING_NAMES = {f.name for f in fields(Settings)}
-
-
-def _settings_from(config: Mapping[str, Any] | None) -> Settings:
-    """Defaults, then the environment, then ``config`` (lower-case keys are settings)."""
-    settings = Settings.from_env()
-    if config:
-        if isinstance(config.get("SETTINGS"), Settings):
-            settings = config["SETTINGS"]
-        overrides = {key: value for key, value in config.items() if key in _SETTING_NAMES}
-        if overrides:
-            settings = settings.with_overrides(**overrides)
-    return settings
-
-
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the producer app: settings, one Redis client, one engine, blueprints.
 
-    ``BACKGROUND_THREAD`` (default: not ``TESTING``) has each process that serves the app start
-    its background thread with its first request (:mod:`producer.background`).
+    Settings are the defaults, then the environment (:meth:`Settings.from_env`), then
+    ``config``'s lower-case keys, each the name of a :class:`Settings` field (an unknown one is
+    a :class:`~shared.exceptions.ConfigurationError`); ``dataclasses.asdict(settings)`` gives
+    every field. Upper-case keys are Flask's config: ``TESTING``, and ``BACKGROUND_THREAD``
+    (default: not ``TESTING``), which has each process that serves the app start its background
+    thread with its first request (:mod:`producer.background`).
     """
+    config = config or {}
+    settings = Settings.from_env()
+    overrides = {key: value for key, value in config.items() if not key.isupper()}
+    if overrides:
+        settings = settings.with_overrides(**overrides)
     app = Flask(__name__)
     # An API answers, it does not redirect: "/members//1" is a JSON 404, not an HTML 308.
     app.url_map.merge_slashes = False
-    settings = _settings_from(config)
-    app.config.from_mapping(
-        MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        JSON_SORT_KEYS=False,
-    )
-    if config:
-        app.config.from_mapping({k: v for k, v in config.items() if k.isupper()})
+    app.config.from_mapping({key: value for key, value in config.items() if key.isupper()})
+    # After the mapping: the body limit is a setting (MAX_BODY_BYTES), not a second knob.
+    app.config.from_mapping(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     if settings.cluster_nodes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -54,7 +55,7 @@ def db_app(any_db_url: str, settings: Settings, worker_env: pytest.MonkeyPatch) 
 
     worker_env.setenv("DATABASE_URL", any_db_url)
     context.get_settings.cache_clear()
-    app = create_app({"SETTINGS": settings.with_overrides(database_url=any_db_url)})
+    app = create_app(asdict(settings.with_overrides(database_url=any_db_url)))
     yield app
     close_app(app)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import asdict
 from typing import Any
 
 import redis
@@ -28,7 +29,7 @@ AUTH = basic("admin", PASSWORD)
 
 
 def make_app(settings: Settings, **overrides: Any) -> Flask:
-    return create_app({"TESTING": True, "SETTINGS": settings.with_overrides(**overrides)})
+    return create_app({"TESTING": True, **asdict(settings.with_overrides(**overrides))})
 
 
 def enqueue(r: redis.Redis, settings: Settings, payload: dict[str, Any], **kwargs: Any) -> Job:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ TOKEN = "s3cret-tökén"
 
 @pytest.fixture
 def secured(settings: Settings) -> Iterator[Flask]:
-    app = create_app({"TESTING": True, "SETTINGS": settings, "api_token": TOKEN})
+    app = create_app({"TESTING": True, **asdict(settings), "api_token": TOKEN})
     yield app
     close_app(app)
 
@@ -101,7 +102,7 @@ def test_the_dashboard_prefix_is_left_to_its_own_login(secured: Flask) -> None:
 
 
 def test_exempt_adds_prefixes_and_new_endpoints_are_covered(settings: Settings) -> None:
-    app = create_app({"TESTING": True, "SETTINGS": settings, "api_token": TOKEN})
+    app = create_app({"TESTING": True, **asdict(settings), "api_token": TOKEN})
     try:
 
         @app.get("/later")

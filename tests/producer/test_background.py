@@ -13,6 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def _background_threads() -> set[threading.Thread]:
 @pytest.fixture
 def served(settings: Settings) -> Iterator[Flask]:
     """An app that starts its background thread with its first request, as a server's does."""
-    app = create_app({"TESTING": True, "BACKGROUND_THREAD": True, "SETTINGS": settings})
+    app = create_app({"TESTING": True, "BACKGROUND_THREAD": True, **asdict(settings)})
     yield app
     background_of(app).stop()
     close_app(app)
@@ -115,9 +116,7 @@ def test_the_first_request_starts_one_thread_however_many_arrive_at_once(
 
 
 def test_a_refused_request_starts_the_thread_too(settings: Settings) -> None:
-    app = create_app({"TESTING": True, "BACKGROUND_THREAD": True, "SETTINGS": settings.with_overrides(
-        api_token="secret"
-    )})  # fmt: skip
+    app = create_app({"TESTING": True, "BACKGROUND_THREAD": True, **asdict(settings), "api_token": "secret"})
     try:
         assert app.test_client().post("/queue/members", json={}).status_code == 401
         assert background_of(app).running()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -120,7 +121,7 @@ def cache_app(settings: Settings, cache_redis: RedisProc) -> Iterator[Flask]:
     probe = cache_redis.client()
     probe.flushall()
     probe.close()
-    app = create_app({"TESTING": True, "SETTINGS": settings, "cache_redis_url": cache_redis.url})
+    app = create_app({"TESTING": True, **asdict(settings), "cache_redis_url": cache_redis.url})
     yield app
     close_app(app)
 
@@ -178,7 +179,7 @@ def test_nothing_unvalidated_reaches_redis(cache_app: Flask, cache_redis: RedisP
 
 def test_cache_redis_down_answers_503_and_readyz_says_so(settings: Settings, tmp_path: Path) -> None:
     server = start_redis(tmp_path / "doomed")
-    app = create_app({"TESTING": True, "SETTINGS": settings, "cache_redis_url": server.url})
+    app = create_app({"TESTING": True, **asdict(settings), "cache_redis_url": server.url})
     try:
         client = app.test_client()
         assert put(client, "k", {"v": 1}).status_code == 201

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -225,7 +226,7 @@ def test_bodies_over_the_limits_are_refused_with_413(client: FlaskClient, r: red
 
 
 def test_cache_max_value_bytes_is_configurable(settings: Settings, r: redis.Redis) -> None:
-    app = create_app({"TESTING": True, "SETTINGS": settings, "cache_max_value_bytes": 100})
+    app = create_app({"TESTING": True, **asdict(settings), "cache_max_value_bytes": 100})
     try:
         client = app.test_client()
         assert put(client, "k", big_value(100)).status_code == 201

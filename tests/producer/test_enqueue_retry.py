@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ MEMBER = {"name": "Kim", "age": 30}
 
 
 def make_app(settings: Settings, **overrides: Any) -> Flask:
-    return create_app({"TESTING": True, "SETTINGS": settings.with_overrides(**overrides)})
+    return create_app({"TESTING": True, **asdict(settings.with_overrides(**overrides))})
 
 
 @pytest.fixture

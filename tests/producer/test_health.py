@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from flask.testing import FlaskClient
@@ -26,7 +27,7 @@ def test_readyz_answers_200_when_redis_and_the_database_answer(client: FlaskClie
 
 def test_readyz_answers_503_when_redis_is_down_and_recovers(settings: Settings, tmp_path: Path) -> None:
     server = start_redis(tmp_path / "redis")
-    app = create_app({"TESTING": True, "SETTINGS": settings.with_overrides(redis_url=server.url)})
+    app = create_app({"TESTING": True, **asdict(settings.with_overrides(redis_url=server.url))})
     try:
         client = app.test_client()
         assert client.get("/readyz").status_code == 200
@@ -47,7 +48,7 @@ def test_readyz_answers_503_when_redis_is_down_and_recovers(settings: Settings, 
 
 
 def test_readyz_answers_503_when_the_database_is_down(settings: Settings) -> None:
-    app = create_app({"TESTING": True, "SETTINGS": settings})
+    app = create_app({"TESTING": True, **asdict(settings)})
     state = app.extensions["redis_archive"]
     working = state.engine
     # Nothing listens on port 1: connecting fails at once.

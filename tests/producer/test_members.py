@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -117,7 +118,7 @@ def test_oversized_body_is_413(client: FlaskClient, r: redis.Redis) -> None:
 def test_body_limit_is_configurable(settings: Any, r: redis.Redis) -> None:
     from producer import create_app
 
-    app = create_app({"SETTINGS": settings, "max_body_bytes": 100})
+    app = create_app({**asdict(settings), "max_body_bytes": 100})
     response = app.test_client().post("/queue/members", json={"name": "a" * 99, "age": 3})
     assert response.status_code == 413
     assert queue_len(r) == 0

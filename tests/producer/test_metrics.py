@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def value(samples: dict[Any, float], name: str, **labels: str) -> float:
 @pytest.fixture
 def metrics_app(settings: Settings) -> Iterator[Flask]:
     app = create_app(
-        {"TESTING": True, "SETTINGS": settings.with_overrides(job_attempts=2, retry_intervals=(0,))}
+        {"TESTING": True, **asdict(settings.with_overrides(job_attempts=2, retry_intervals=(0,)))}
     )
     yield app
     close_app(app)
@@ -125,7 +126,7 @@ def test_counters_equal_the_jobs_processed(
 def test_counters_are_shared_between_producer_processes(
     metrics_app: Flask, settings: Settings, r: redis.Redis
 ) -> None:
-    other = create_app({"TESTING": True, "SETTINGS": settings})
+    other = create_app({"TESTING": True, **asdict(settings)})
     try:
         for i in range(3):
             other.test_client().post("/queue/members", json={"name": f"o{i}", "age": 1})
@@ -170,7 +171,7 @@ def test_memory_and_lock_figures(metrics_app: Flask, settings: Settings, r: redi
 
 def test_redis_down_is_a_metric_not_an_error(settings: Settings, tmp_path: Path) -> None:
     server = start_redis(tmp_path / "gone")
-    app = create_app({"TESTING": True, "SETTINGS": settings.with_overrides(redis_url=server.url)})
+    app = create_app({"TESTING": True, **asdict(settings.with_overrides(redis_url=server.url))})
     try:
         server.kill()
         samples = scrape(app.test_client())

@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,7 @@ def serve(app: Flask) -> Iterator[str]:
 def live_url(redis_proc: RedisProc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The producer served over real HTTP."""
     db = Path(tmp_path_factory.mktemp("fuzz-db")) / "archive.db"
-    app = create_app({"SETTINGS": Settings(redis_url=redis_proc.url, database_url=f"sqlite:///{db}")})
+    app = create_app(asdict(Settings(redis_url=redis_proc.url, database_url=f"sqlite:///{db}")))
     try:
         with serve(app) as url:
             yield url
@@ -264,7 +265,7 @@ def test_fuzz_with_a_token_set(redis_proc: RedisProc, tmp_path: Path) -> None:
     settings_ = Settings(
         redis_url=redis_proc.url, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", api_token=token
     )
-    app = create_app({"SETTINGS": settings_})
+    app = create_app(asdict(settings_))
     auth = {"Authorization": f"Bearer {token}"}
     try:
         with serve(app) as url, requests.Session() as session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,8 @@ def test_app_and_worker_refuse_evicting_policy(tmp_path: Path) -> None:
     try:
         settings = Settings(redis_url=server.url, database_url=f"sqlite:///{tmp_path / 'db'}")
         with pytest.raises(EvictionPolicyError, match="allkeys-lru"):
-            create_app({"SETTINGS": settings})
-        allowed = create_app({"SETTINGS": settings.with_overrides(allow_evicting_policy=True)})
+            create_app(asdict(settings))
+        allowed = create_app(asdict(settings.with_overrides(allow_evicting_policy=True)))
         state = allowed.extensions["redis_archive"]
         state.engine.dispose()
         state.redis.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import redis
@@ -19,7 +20,7 @@ def test_503_while_redis_is_down_then_recovers(tmp_path: Path) -> None:
     settings = Settings(
         redis_url=server.url, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", socket_timeout=0.5
     )
-    app = create_app({"SETTINGS": settings})
+    app = create_app(asdict(settings))
     client = app.test_client()
     try:
         first = client.post("/queue/members", json={"name": "before", "age": 1})
@@ -51,7 +52,7 @@ def test_503_while_redis_is_down_then_recovers(tmp_path: Path) -> None:
 def test_full_redis_answers_503_and_writes_nothing(tmp_path: Path) -> None:
     server = start_redis(tmp_path / "redis", "--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
     settings = Settings(redis_url=server.url, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
-    app = create_app({"SETTINGS": settings})
+    app = create_app(asdict(settings))
     client = app.test_client()
     conn = server.client()
     try:

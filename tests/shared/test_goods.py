@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -172,7 +173,7 @@ def test_stale_holder_cannot_write_after_a_newer_one_only_read(db_url: str) -> N
 
 @pytest.fixture
 def lock_app(settings: Settings, lock_urls: list[str]) -> Iterator[Flask]:
-    app = create_app({"TESTING": True, "SETTINGS": settings.with_overrides(lock_redis_urls=tuple(lock_urls))})
+    app = create_app({"TESTING": True, **asdict(settings.with_overrides(lock_redis_urls=tuple(lock_urls)))})
     yield app
     close_app(app)
 
@@ -239,7 +240,7 @@ def test_bad_goods_is_422(api: FlaskClient, body: object) -> None:
 def test_no_quorum_is_503_and_changes_nothing(settings: Settings, lock_urls: list[str]) -> None:
     dead = tuple(f"redis://127.0.0.1:{free_port()}/0" for _ in range(2))
     overrides = settings.with_overrides(lock_redis_urls=(lock_urls[0], *dead))
-    app = create_app({"TESTING": True, "SETTINGS": overrides})
+    app = create_app({"TESTING": True, **asdict(overrides)})
     try:
         api = app.test_client()
         goods_id = new_goods(api, 5)

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,7 @@ def test_2000_members_over_3_namespaces_on_3_masters(
 
 
 def test_routing_key_keeps_related_jobs_in_one_namespace(cluster: LocalCluster) -> None:
-    app = create_app({"TESTING": True, "SETTINGS": cluster_settings(cluster)})
+    app = create_app({"TESTING": True, **asdict(cluster_settings(cluster))})
     try:
         client = app.test_client()
         state = app.extensions["redis_archive"]
@@ -285,7 +285,7 @@ def test_a_cluster_node_without_namespaces_is_refused_with_the_settings_to_use(
     host, port = cluster.seeds[0]
     plain = Settings.from_env({"REDIS_URL": f"redis://{host}:{port}/0"})
     with pytest.raises(ConfigurationError, match="REDIS_CLUSTER_NODES"):
-        create_app({"TESTING": True, "SETTINGS": plain})
+        create_app({"TESTING": True, **asdict(plain)})
     env = run_env(REDIS_URL=f"redis://{host}:{port}/0", DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")
     env.pop("REDIS_CLUSTER_NODES", None)
     out = subprocess.run([*RQ, "--burst", "member"], env=env, capture_output=True, text=True, timeout=60)
@@ -317,7 +317,7 @@ def test_lock_and_cache_on_the_cluster(cluster: LocalCluster) -> None:
     finally:
         redlock.close()
 
-    app = create_app({"TESTING": True, "SETTINGS": settings})
+    app = create_app({"TESTING": True, **asdict(settings)})
     try:
         client = app.test_client()
         keys = [f"user/{i} profile" for i in range(30)]
