@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from rq import Callback, Retry
-from rq.job import Job
-from rq.serializers import JSONSerializer
 
 from shared.backoff import Backoff
 from shared.connections import UNAVAILABLE_ERRORS
@@ -219,16 +217,11 @@ def _refuse(state: ArchiveState, queue_name: str, attempt: _Attempt, tries: int)
 
 def enqueue(
     state: ArchiveState, queue_name: str, func: str, name: str, *args: Any, routing_key: str | None = None
-) -> Job:
-    """Write a job to ``queue_name`` and return it once Redis has it (and, if asked, replicas)."""
+) -> str:
+    """Write a job to ``queue_name``; returns its id once Redis has it (and, if asked, replicas)."""
     [job_id] = write_with_retry(state, queue_name, func, name, [args], routing_key)
     logger.info("job waiting id=%s name=%s queue=%s", job_id, name, queue_name)
-    # A handle on the written job (its id and queue); ``refresh()`` reads the rest. Built
-    # without a serializer first: resolving one costs a Protocol isinstance check per job.
-    job = Job(job_id, connection=state.redis)
-    job.serializer = JSONSerializer
-    job.origin = queue_name
-    return job
+    return job_id
 
 
 def enqueue_many(

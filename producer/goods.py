@@ -113,5 +113,5 @@ def decrement(goods_id: int, body: StockChange) -> dict[str, Any]:
 def enqueue_decrement(goods_id: int, body: StockChange) -> tuple[dict[str, Any], int]:
     state = get_state()
     _existing(state, goods_id)
-    job = enqueue(state, GOODS_QUEUE, DECREMENT_STOCK_JOB, DECREMENT_STOCK_JOB_NAME, goods_id, body.stock)
-    return {"jobId": job.id}, 202
+    job_id = enqueue(state, GOODS_QUEUE, DECREMENT_STOCK_JOB, DECREMENT_STOCK_JOB_NAME, goods_id, body.stock)
+    return {"jobId": job_id}, 202

@@ -47,7 +47,7 @@ def _bulk_body_limit() -> None:
     tags=("members",),
 )
 def enqueue_member(body: MemberIn, query: RoutingQuery) -> tuple[dict[str, Any], int]:
-    job = enqueue(
+    job_id = enqueue(
         get_state(),
         MEMBER_QUEUE,
         CREATE_MEMBER_JOB,
@@ -55,7 +55,7 @@ def enqueue_member(body: MemberIn, query: RoutingQuery) -> tuple[dict[str, Any],
         body.model_dump(mode="json"),
         routing_key=query.routing_key,
     )
-    return {"jobId": job.id}, 202
+    return {"jobId": job_id}, 202
 
 
 @bp.post("/queue/members/bulk")

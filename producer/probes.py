@@ -77,8 +77,9 @@ class WatchProbeIn(Strict):
 
 def _enqueue(kind: str, body: Strict) -> tuple[dict[str, Any], int]:
     # By dotted path: the producer never imports job code.
-    job = enqueue(get_state(), PROBE_QUEUE, PROBE_JOBS[kind], f"probe-{kind}", body.model_dump(mode="json"))
-    return {"jobId": job.id}, 202
+    params = body.model_dump(mode="json")
+    job_id = enqueue(get_state(), PROBE_QUEUE, PROBE_JOBS[kind], f"probe-{kind}", params)
+    return {"jobId": job_id}, 202
 
 
 _RESPONSES: dict[int, Any] = {202: JobAccepted, 503: None}

@@ -41,15 +41,15 @@ def test_enqueue_writes_the_job_hash_rq_writes(app: Flask, r: redis.Redis) -> No
         theirs_job = Queue(MEMBER_QUEUE, connection=r, serializer=JSONSerializer).enqueue(
             CREATE_MEMBER_JOB, payload, **job_options(state.settings, CREATE_MEMBER_JOB_NAME)
         )
-    mine, theirs = r.hgetall(ours.key), r.hgetall(theirs_job.key)
+    mine, theirs = r.hgetall(f"rq:job:{ours}"), r.hgetall(theirs_job.key)
     assert set(mine) == set(theirs)
     assert zlib.decompress(mine.pop(b"data")) == zlib.decompress(theirs.pop(b"data"))
     assert {k: v for k, v in mine.items() if k not in VOLATILE} == {
         k: v for k, v in theirs.items() if k not in VOLATILE
     }
-    assert r.lrange(f"rq:queue:{MEMBER_QUEUE}", 0, -1) == [ours.id.encode(), theirs_job.id.encode()]
+    assert r.lrange(f"rq:queue:{MEMBER_QUEUE}", 0, -1) == [ours.encode(), theirs_job.id.encode()]
     assert b"rq:queue:member" in r.smembers("rq:queues")
-    assert r.ttl(ours.key) == r.ttl(theirs_job.key) == -1
+    assert r.ttl(f"rq:job:{ours}") == r.ttl(theirs_job.key) == -1
 
 
 def test_enqueue_is_one_round_trip(app: Flask, r: redis.Redis) -> None:
@@ -118,9 +118,10 @@ def test_enqueue_reconnects_when_its_pooled_connection_was_dropped(app: Flask, r
         state = get_state()
         enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, {"name": "a", "age": 1})
         r.client_kill_filter(_type="normal", skipme=True)
-        job = enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, {"name": "b", "age": 2})
+        member = {"name": "b", "age": 2}
+        job_id = enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, member)
     assert r.llen("rq:queue:member") == 2
-    assert r.hget(job.key, "status") == b"queued"
+    assert r.hget(f"rq:job:{job_id}", "status") == b"queued"
 
 
 def test_job_ids_are_uuid4_in_rqs_form() -> None:
@@ -137,17 +138,18 @@ def test_job_ids_are_uuid4_in_rqs_form() -> None:
 def test_timestamps_parse_as_rq_writes_them(app: Flask, r: redis.Redis) -> None:
     with app.app_context():
         before = datetime.now(UTC).replace(tzinfo=None)
-        job = enqueue(
+        job_id = enqueue(
             get_state(), MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, {"name": "t", "age": 1}
         )
         after = datetime.now(UTC).replace(tzinfo=None)
-    raw = r.hgetall(job.key)
+    raw = r.hgetall(f"rq:job:{job_id}")
     assert raw[b"created_at"] == raw[b"enqueued_at"]
     assert re.fullmatch(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", raw[b"created_at"])
     stamp = utcparse(raw[b"created_at"].decode())
     assert before <= stamp.replace(tzinfo=None) <= after
-    job.refresh()
+    job = Job.fetch(job_id, connection=r, serializer=JSONSerializer)
     assert job.enqueued_at is not None and job.created_at is not None
+    assert job.origin == MEMBER_QUEUE
 
 
 @pytest.mark.parametrize("size", [0, 1, 100, 511, 512, 513, 5000])
