@@ -70,7 +70,8 @@ def run(local: LocalCluster, spaces: int, jobs: int, batch: int, idle: dict[int,
     clients = [slot_client(settings, ns.tag) for ns in plan]
     options = {"job_timeout": 60, "result_ttl": 600, "failure_ttl": 600, "description": "noop"}
     writers = [
-        JobWriter(client, lambda _name: options, ns.keys) for client, ns in zip(clients, plan, strict=True)
+        JobWriter(client, lambda _name: options, ns.keys, ns.keys.job_stats)
+        for client, ns in zip(clients, plan, strict=True)
     ]
     for start in range(0, jobs, 1000):
         chunk = min(1000, jobs - start)

@@ -37,7 +37,8 @@ from rq.timeouts import UnixSignalDeathPenalty
 from rq.utils import as_text, now, utcformat
 
 from shared.constants import ALL_QUEUES
-from shared.rqmodel.keys import KEYS, Keys, parse_member
+from shared.keys import KEYS, Keys
+from shared.rqmodel.keys import parse_member
 from shared.rqmodel.requeue import Requeued, requeue
 from shared.scheduler import ScheduledJobMover
 

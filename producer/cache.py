@@ -1,7 +1,7 @@
 """The cache API: ``POST /api/v1/redis``, ``GET`` and ``DELETE /api/v1/redis/<key>``.
 
 Values are non-empty JSON objects stored as compact JSON text under
-:data:`shared.constants.CACHE_PREFIX` in the cache's Redis (``CACHE_REDIS_URL``, else the
+:data:`shared.keys.CACHE_PREFIX` in the cache's Redis (``CACHE_REDIS_URL``, else the
 queue's), always with a TTL. Every key and value is validated before any command is sent.
 """
 
@@ -18,7 +18,7 @@ from flask.blueprints import BlueprintSetupState
 from pydantic import AfterValidator, BaseModel, Field
 from werkzeug.routing import PathConverter
 
-from shared.constants import CACHE_PREFIX
+from shared.keys import CACHE_PREFIX
 
 from .exceptions import ResourceConflict, ResourceNotFound, ValidationFailed
 from .openapi import operation

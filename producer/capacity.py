@@ -10,7 +10,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from shared.rqmodel.keys import KEYS, Keys
+from shared.keys import KEYS, Keys
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ JOB_EVENT_DOCS = {
     "failed": "Jobs that failed their last attempt",
     "retried": "Failed attempts that were scheduled for another attempt",
 }
-#: Histograms kept per namespace, by their key's name in :class:`shared.rqmodel.keys.Keys`.
+#: Histograms kept per namespace, by their key's name in :class:`shared.keys.Keys`.
 HISTOGRAM_DOCS = {
     "duration": ("archive_job_duration_seconds", "Time a job ran, from start to end (every attempt)"),
     "wait": ("archive_job_wait_seconds", "Time a job waited in its queue before it started"),

@@ -17,9 +17,9 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import Engine
 
 from shared import stats
+from shared.keys import KEYS, Keys
 from shared.lock import Redlock
 from shared.rqmodel.classes import job_class
-from shared.rqmodel.keys import KEYS, Keys
 from shared.rqmodel.writes import JobWriter
 from shared.settings import Settings
 
@@ -76,7 +76,7 @@ class ArchiveState:
         from .enqueue import job_options
 
         # Job options follow self.settings, which tests may replace after the factory.
-        return JobWriter(client, lambda name: job_options(self.settings, name), keys)
+        return JobWriter(client, lambda name: job_options(self.settings, name), keys, keys.job_stats)
 
     def spaces_of(self, queue: str) -> list[Space]:
         """The namespaces ``queue`` spreads over (standalone: the queue's Redis)."""

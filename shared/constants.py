@@ -1,22 +1,10 @@
-"""Redis key names, queue names and defaults, in one place.
+"""Queue names, job paths and defaults, in one place.
 
-Every key this project writes itself lives under :data:`PREFIX`; RQ's own keys, and the
-project's keys that live beside a namespace's jobs (heartbeats, job counters), are built by
-:class:`shared.rqmodel.keys.Keys`.
+Redis key names are in :mod:`shared.keys` (the project's, under one prefix) and
+:mod:`shared.rqmodel.keys` (RQ's).
 """
 
 from __future__ import annotations
-
-PREFIX = "archive:"
-
-#: Keys of the cache API (``/api/v1/redis``).
-CACHE_PREFIX = PREFIX + "cache:"
-#: Keys of the distributed lock: ``archive:lock:<name>``.
-LOCK_PREFIX = PREFIX + "lock:"
-#: Fencing counters of the distributed lock: ``archive:fence:<name>``.
-FENCE_PREFIX = PREFIX + "fence:"
-#: Counters and samples kept for metrics and the dashboard.
-STATS_PREFIX = PREFIX + "stats:"
 
 # Queue names (the Bull queue of the original stack was called ``member``).
 MEMBER_QUEUE = "member"
@@ -49,11 +37,9 @@ DEFAULT_WORKER_MASTER_TIMEOUT = 60.0
 DEFAULT_DB_RETRY_SECONDS = 300.0
 
 
-# Distributed lock: waiter flags and release notifications, and the lock's statistics hash
-# (fields acquired, contended, failed, released, extended, lost) in the queue's Redis.
-LOCK_WAIT_PREFIX = PREFIX + "lockwait:"
-LOCK_NOTIFY_PREFIX = PREFIX + "locknotify:"
+#: Fields of the distributed lock's statistics hash in the queue's Redis (``Keys.lock_stats``).
 LOCK_STATS_FIELDS = ("acquired", "contended", "failed", "released", "extended", "lost")
+#: The lock of goods ``<id>`` is named ``goods:<id>`` (its key ``archive:lock:goods:<id>``).
 GOODS_LOCK_PREFIX = "goods:"
 DECREMENT_STOCK_JOB = "consumer.goods.decrement_stock"
 DECREMENT_STOCK_JOB_NAME = "decrementStockJob"

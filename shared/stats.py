@@ -26,7 +26,7 @@ from shared.constants import (
     MEMORY_SAMPLES_MAX,
     STATS_WINDOW_SECONDS,
 )
-from shared.rqmodel.keys import KEYS, Keys
+from shared.keys import KEYS, Keys
 
 logger = logging.getLogger(__name__)
 

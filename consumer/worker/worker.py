@@ -33,8 +33,8 @@ from rq.worker import SimpleWorker
 from rq.worker.base import DequeueStrategy, WorkerStatus
 
 from shared.connections import UNAVAILABLE_ERRORS, quick_retry, ride_out
+from shared.keys import KEYS, Keys
 from shared.rqmodel.internals import WorkerInternals, scheduler_process
-from shared.rqmodel.keys import KEYS, Keys
 
 from ..context import get_settings
 from .commands import CommandListener

@@ -20,7 +20,7 @@ from shared.cluster.namespaces import REGISTRY_TAG, Namespace, plan
 from shared.cluster.slots import ClusterMap, SlotConnectionPool
 from shared.connections.factory import client_options, master_options, rq_client_options
 from shared.exceptions import ConfigurationError
-from shared.rqmodel.keys import KEYS, Keys
+from shared.keys import KEYS, Keys
 from shared.settings import Settings
 
 #: How the README and the errors name the cluster settings.

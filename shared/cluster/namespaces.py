@@ -24,14 +24,14 @@ from redis import Redis
 from shared.cluster.slots import ClusterMap, tag_slot
 from shared.constants import ALL_QUEUES
 from shared.exceptions import ConfigurationError
-from shared.rqmodel.keys import Keys
+from shared.keys import PREFIX, Keys
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 #: Where the chosen tags are kept: a hash of queue name -> JSON list of tags.
 REGISTRY_TAG = "{archive}"
-REGISTRY_KEY = REGISTRY_TAG + ":archive:namespaces"
+REGISTRY_KEY = f"{REGISTRY_TAG}:{PREFIX}namespaces"
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,9 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from shared.connections import raw
-from shared.constants import FENCE_PREFIX, LOCK_NOTIFY_PREFIX, LOCK_PREFIX, LOCK_WAIT_PREFIX
 from shared.exceptions import LockLostError, LockTimeoutError, LockUnavailableError
+from shared.keys import FENCE_PREFIX, KEYS, LOCK_NOTIFY_PREFIX, LOCK_PREFIX, LOCK_WAIT_PREFIX, Keys
 from shared.lock.nodes import ACQUIRE, EXTEND, NODE_ERRORS, RAISE_FENCE, RELEASE, ClusterNode, Node, fan_out
-from shared.rqmodel.keys import KEYS, Keys
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)

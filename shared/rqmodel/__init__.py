@@ -3,8 +3,9 @@
 Where speed needs the project to write RQ's keys directly (the producer's enqueue, the fast
 worker's claim and finish, abandoned-job recovery), it goes through this package:
 
-- :mod:`~shared.rqmodel.keys`: every key name, built from RQ's own prefix
-  (``rq.defaults.RQ_KEY_PREFIX``, so ``RQ_KEY_PREFIX={rq}`` or ``myapp`` moves every key);
+- :mod:`~shared.rqmodel.keys`: every key name of RQ's, built from RQ's own prefix
+  (``rq.defaults.RQ_KEY_PREFIX``, so ``RQ_KEY_PREFIX={rq}`` or ``myapp`` moves every key); the
+  project's own keys are in :mod:`shared.keys`;
 - the Lua scripts (``claim.lua``, ``finish.lua``, ``write_job.lua``, ``write_jobs.lua``), loaded
   by :mod:`~shared.rqmodel.scripts`;
 - :mod:`~shared.rqmodel.writes`: the job hash ``Queue.enqueue`` writes, from a template;

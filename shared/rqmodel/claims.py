@@ -22,7 +22,7 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 
 from shared.rqmodel.dates import format_date
-from shared.rqmodel.keys import Keys
+from shared.rqmodel.keys import RQKeys
 from shared.rqmodel.restore import restore
 from shared.rqmodel.scripts import CLAIM, FINISH
 
@@ -40,7 +40,7 @@ class Claim:
 
 
 def claim(
-    keys: Keys, queue_keys: list[str], worker_name: str, worker_key: str, wanted: int, spread: bool = False
+    keys: RQKeys, queue_keys: list[str], worker_name: str, worker_key: str, wanted: int, spread: bool = False
 ) -> Claim:
     """The ``EVALSHA`` of the claim script for up to ``wanted`` jobs from ``queue_keys``.
 
@@ -117,7 +117,7 @@ def success(job: Job, execution: Execution, worker_name: str, result_ttl: int) -
     return args
 
 
-def finish(keys: Keys, worker_key: str, successes: list[list[Any]]) -> tuple[Any, ...]:
+def finish(keys: RQKeys, worker_key: str, successes: list[list[Any]]) -> tuple[Any, ...]:
     """The ``EVALSHA`` of the finish script for ``successes`` (from :func:`success`)."""
     args: list[Any] = [keys.rq]
     for one in successes:

@@ -13,11 +13,11 @@ from rq.defaults import RQ_KEY_PREFIX
 from rq.job import Job
 from rq.results import Result
 
-from shared.rqmodel.keys import Keys
+from shared.rqmodel.keys import RQKeys
 
 
 @functools.lru_cache(maxsize=64)
-def job_class(keys: Keys) -> type[Job]:
+def job_class(keys: RQKeys) -> type[Job]:
     """``Job`` reading and writing under ``keys`` (RQ's own class for the process's prefix)."""
     if keys.rq_prefix == RQ_KEY_PREFIX:
         return Job

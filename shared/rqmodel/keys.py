@@ -2,11 +2,10 @@
 
 RQ 3 builds its keys from ``rq.defaults.RQ_KEY_PREFIX`` (``rq`` unless the ``RQ_KEY_PREFIX``
 environment variable says otherwise before rq is imported; ``{rq}`` pins every key to one
-Redis Cluster slot). :class:`Keys` builds the same names for any prefix, so the producer
-and the fast worker write the keys RQ's own classes read (``tests/shared/rqmodel`` compares them
-with RQ's own classes). The project's own keys that live beside a namespace's jobs (the
-workers' heartbeats, the job counters, the durable-enqueue marker) are here too, under the
-project's prefix, so that a namespace is one self-contained set of keys.
+Redis Cluster slot). :class:`RQKeys` builds the same names for any prefix, so the producer
+and the fast worker write the keys RQ's own classes read (``tests/shared/rqmodel`` compares
+them with RQ's own classes). The project's own keys (heartbeats, counters, the lock's, the
+cache's) are in :mod:`shared.keys`, whose :class:`~shared.keys.Keys` adds them to these.
 """
 
 from __future__ import annotations
@@ -15,33 +14,17 @@ from dataclasses import dataclass, field
 
 from rq.defaults import RQ_KEY_PREFIX
 
-from shared.constants import PREFIX
-
-
-def own_prefix_for(rq_prefix: str) -> str:
-    """The project's prefix beside RQ's: ``archive:``, or ``<tag>:archive:`` when RQ's carries a hash tag.
-
-    A hash tag (``{member}``) pins RQ's keys to one Redis Cluster slot; the project's keys of
-    that namespace (heartbeats, counters) must sit in the same slot, so they carry it too.
-    """
-    if "{" in rq_prefix and "}" in rq_prefix.split("{", 1)[1]:
-        return f"{rq_prefix}:{PREFIX}"
-    return PREFIX
-
 
 @dataclass(frozen=True)
-class Keys:
-    """Key names of one namespace: RQ's keys under ``rq_prefix``, the project's under ``own_prefix``."""
+class RQKeys:
+    """Key names of RQ's data model under ``rq_prefix``."""
 
     rq_prefix: str = RQ_KEY_PREFIX
-    own_prefix: str = ""
 
     #: RQ's prefix with its separator (``rq:``), which every RQ key starts with.
     rq: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.own_prefix:
-            object.__setattr__(self, "own_prefix", own_prefix_for(self.rq_prefix))
         object.__setattr__(self, "rq", self.rq_prefix + ":")
 
     # -- jobs ---------------------------------------------------------------------------------
@@ -141,64 +124,9 @@ class Keys:
         """The set of the keys of the workers listening on ``queue``."""
         return f"{self.rq}workers:{queue}"
 
-    # -- the project's own keys beside the namespace's jobs -------------------------------------
 
-    @property
-    def heartbeats(self) -> str:
-        """Fast workers' heartbeats: a sorted set of worker names scored by their last beat."""
-        return self.own_prefix + "heartbeat:workers"
-
-    def recovering(self, name: str) -> str:
-        """Held while one process recovers the jobs of dead worker ``name`` (expires if it dies)."""
-        return f"{self.own_prefix}heartbeat:recovering:{name}"
-
-    @property
-    def job_stats(self) -> str:
-        """Job counters (hash, fields ``<queue>:<event>``)."""
-        return self.own_prefix + "stats:jobs"
-
-    @property
-    def duration(self) -> str:
-        """Histogram of job run times (hash, fields ``<queue>:b<i>``, ``<queue>:sum``, ``<queue>:count``)."""
-        return self.own_prefix + "stats:duration"
-
-    @property
-    def wait(self) -> str:
-        """Histogram of the time jobs waited in their queue."""
-        return self.own_prefix + "stats:wait"
-
-    def finished_minute(self, minute: int) -> str:
-        """Jobs finished in one unix minute (hash queue -> count, expiring)."""
-        return f"{self.own_prefix}stats:finished:{minute}"
-
-    @property
-    def enqueue_latency(self) -> str:
-        """The producer's enqueue latency histogram."""
-        return self.own_prefix + "stats:enqueue_latency"
-
-    @property
-    def memory_samples(self) -> str:
-        """Samples of ``INFO memory`` (sorted set scored by time)."""
-        return self.own_prefix + "stats:memory"
-
-    @property
-    def memory_sampler(self) -> str:
-        """The memory sampler's turn marker (one sample per interval across processes)."""
-        return self.own_prefix + "stats:memory:sampler"
-
-    @property
-    def lock_stats(self) -> str:
-        """The distributed lock's counters (hash, fields acquired, contended, failed, ...)."""
-        return self.own_prefix + "stats:lock"
-
-    @property
-    def durable_marker(self) -> str:
-        """Written right before ``WAIT`` so that ``WAIT`` covers every earlier write."""
-        return self.own_prefix + "durable:marker"
-
-
-#: The keys of this process: RQ's configured prefix, the project's own.
-KEYS = Keys()
+#: RQ's keys of this process, under its configured prefix.
+RQ_KEYS = RQKeys()
 
 
 def parse_member(member: bytes | str) -> tuple[str, str]:

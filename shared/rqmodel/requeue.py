@@ -23,7 +23,7 @@ from rq.job_lifecycle import record_job_failure
 from rq.queue import Queue
 
 from shared.rqmodel.internals import push_back
-from shared.rqmodel.keys import KEYS, Keys, parse_member
+from shared.rqmodel.keys import RQ_KEYS, RQKeys, parse_member
 
 _SETTLED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
@@ -45,7 +45,7 @@ def requeue(
     worker: str | None = None,
     reason: str = "",
     before: Callable[[Job], None] | None = None,
-    keys: Keys = KEYS,
+    keys: RQKeys = RQ_KEYS,
 ) -> Requeued:
     """Put ``job`` back in ``queue`` unless Redis shows it settled or queued already.
 
@@ -99,7 +99,7 @@ def requeue(
     return Requeued.QUEUED
 
 
-def _forget(connection: Redis, queue: Queue, members: list[bytes], worker: str | None, keys: Keys) -> None:
+def _forget(connection: Redis, queue: Queue, members: list[bytes], worker: str | None, keys: RQKeys) -> None:
     """Drop the executions ``members`` (started-registry entries) of a job going back or settled."""
     if not members:
         return

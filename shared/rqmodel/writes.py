@@ -25,7 +25,7 @@ from rq.utils import now
 from shared.connections.raw import HeldConnections, bulk
 from shared.rqmodel.dates import Stamp, new_id
 from shared.rqmodel.internals import set_status
-from shared.rqmodel.keys import Keys
+from shared.rqmodel.keys import RQKeys
 from shared.rqmodel.scripts import PRODUCER_SCRIPTS, WRITE_JOB, WRITE_JOBS
 
 #: Payloads up to this many bytes are compressed with a window of the same size (``wbits`` 9).
@@ -47,10 +47,20 @@ def compress(raw: bytes) -> bytes:
 
 
 class JobTemplate:
-    """The fields RQ would write for every job of one (queue, function, name), packed once."""
+    """The fields RQ would write for every job of one (queue, function, name), packed once.
+
+    ``counters`` is the hash where the script counts the jobs as enqueued (the project's
+    :attr:`shared.keys.Keys.job_stats`, given by the caller: the seam knows RQ's keys only).
+    """
 
     def __init__(
-        self, connection: Redis, keys: Keys, queue_name: str, func: str, options: Mapping[str, Any]
+        self,
+        connection: Redis,
+        keys: RQKeys,
+        counters: str,
+        queue_name: str,
+        func: str,
+        options: Mapping[str, Any],
     ) -> None:
         queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
         options = dict(options)
@@ -74,7 +84,7 @@ class JobTemplate:
             static += [encode(field), encode(value)]  # type: ignore[no-untyped-call]
         self.func = func
         self.keys = keys
-        queue_keys = [keys.queue(queue_name).encode(), keys.queues.encode(), keys.job_stats.encode()]
+        queue_keys = [keys.queue(queue_name).encode(), keys.queues.encode(), counters.encode()]
         counter = f"{queue_name}:enqueued".encode()
         self.static_packed = b"".join(bulk(part) for part in static)
         self.static_count = len(static)
@@ -126,13 +136,17 @@ class JobWriter:
 
     ``options(name)`` gives the RQ enqueue options (``job_timeout``, ``retry``, TTLs,
     callbacks, meta) of the jobs called ``name``; templates are built once per (queue,
-    function, name). Each thread writes on a connection of its own held between calls.
+    function, name). Each thread writes on a connection of its own held between calls. The
+    jobs are counted as enqueued in the hash ``counters`` (see :class:`JobTemplate`).
     """
 
-    def __init__(self, client: Redis, options: Callable[[str], Mapping[str, Any]], keys: Keys) -> None:
+    def __init__(
+        self, client: Redis, options: Callable[[str], Mapping[str, Any]], keys: RQKeys, counters: str
+    ) -> None:
         self.client = client
         self.options = options
         self.keys = keys
+        self.counters = counters
         self.templates: dict[tuple[str, str, str], JobTemplate] = {}
         self.held = HeldConnections(client)
 
@@ -141,7 +155,7 @@ class JobWriter:
         template = self.templates.get((queue_name, func, name))
         if template is None:
             template = self.templates[queue_name, func, name] = JobTemplate(
-                self.client, self.keys, queue_name, func, self.options(name)
+                self.client, self.keys, self.counters, queue_name, func, self.options(name)
             )
         return template
 

@@ -20,7 +20,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import now
 
 from consumer.worker import FastWorker
-from shared.rqmodel.keys import KEYS
+from shared.keys import KEYS
 from tests import parity_jobs as pj
 
 QUEUE = "parity"

@@ -22,8 +22,8 @@ from rq.worker.base import DequeueStrategy
 
 from consumer.worker import FastWorker
 from consumer.worker.protocol import ClaimProtocol
+from shared.keys import KEYS
 from shared.rqmodel import restore as restore_module
-from shared.rqmodel.keys import KEYS
 from shared.rqmodel.restore import restore, restored_state
 from tests import parity_jobs as pj
 from tests.servers import ROOT

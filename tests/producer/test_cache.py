@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from producer import create_app
 from producer.cache import EXPIRE_MAX_MS
-from shared.constants import CACHE_PREFIX
+from shared.keys import CACHE_PREFIX
 from shared.settings import Settings
 from tests.producer.cache_support import (
     BAD_BODIES,

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from producer import create_app
 from producer.cache import KEY_MAX_BYTES
-from shared.constants import CACHE_PREFIX, DEFAULT_MAX_BODY_BYTES
+from shared.constants import DEFAULT_MAX_BODY_BYTES
+from shared.keys import CACHE_PREFIX
 from shared.settings import Settings
 from tests.producer.cache_support import (
     BAD_BODIES,

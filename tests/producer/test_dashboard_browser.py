@@ -23,7 +23,7 @@ from shared.constants import (
     MEMBER_QUEUE,
 )
 from shared.db import init_db, make_engine
-from shared.rqmodel.keys import KEYS
+from shared.keys import KEYS
 from shared.settings import Settings
 from shared.stack.local import procs, producer_argv, worker_argv
 from shared.stack.procs import free_port

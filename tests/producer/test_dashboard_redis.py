@@ -16,7 +16,7 @@ from shared.connections.identity import server_identity
 from shared.constants import (
     MEMBER_QUEUE,
 )
-from shared.rqmodel.keys import KEYS
+from shared.keys import KEYS
 from shared.settings import Settings
 from tests.producer.dashboard_support import AUTH, enqueue, make_app, work
 from tests.servers import close_app, private_redis_proc

@@ -21,8 +21,8 @@ from producer import create_app
 from shared import stats
 from shared.constants import MEMBER_QUEUE
 from shared.exceptions import LockTimeoutError
+from shared.keys import KEYS
 from shared.lock import Redlock
-from shared.rqmodel.keys import KEYS
 from shared.settings import Settings
 from shared.stack.local import worker_argv
 from tests.servers import close_app, private_redis_proc, run_env, start_redis

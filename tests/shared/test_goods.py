@@ -27,9 +27,9 @@ from shared.constants import DECREMENT_STOCK_JOB, GOODS_QUEUE
 from shared.db import goods_stock_change, init_db, make_engine
 from shared.exceptions import InsufficientStockError, StaleFenceError
 from shared.goods import Goods, apply_decrement, create_goods, decrement_stock, get_goods
+from shared.keys import KEYS
 from shared.lock import Redlock
 from shared.lock.demo import run_load
-from shared.rqmodel.keys import KEYS
 from shared.settings import Settings
 from shared.stack.local import worker_argv
 from shared.stack.procs import free_port

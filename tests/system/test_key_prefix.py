@@ -17,7 +17,7 @@ import requests
 from sqlalchemy import func, select
 
 from shared.db import make_engine, member
-from shared.rqmodel.keys import Keys
+from shared.rqmodel.keys import RQKeys
 from shared.stack.local import monitor_argv, producer_argv, worker_argv
 from shared.stack.procs import free_port, port_open, wait_until
 from tests.servers import RedisProc, kill_all, run_env
@@ -86,7 +86,7 @@ def stack(
 
 def test_member_queue_end_to_end_under_the_prefix(stack: Stack, r: redis.Redis) -> None:
     prefix = stack.env["RQ_KEY_PREFIX"]
-    keys = Keys(prefix)
+    keys = RQKeys(prefix)
 
     with ThreadPoolExecutor(8) as pool, requests.Session() as session:
         responses = list(
@@ -145,7 +145,7 @@ def test_member_queue_end_to_end_under_the_prefix(stack: Stack, r: redis.Redis) 
 
 
 def test_recovery_requeues_a_dead_workers_job_under_the_prefix(stack: Stack, r: redis.Redis) -> None:
-    keys = Keys(stack.env["RQ_KEY_PREFIX"])
+    keys = RQKeys(stack.env["RQ_KEY_PREFIX"])
     url = stack.env["REDIS_URL"]
     out = subprocess.run(
         [sys.executable, "-c", _ENQUEUE_SLEEPER, url],

@@ -13,9 +13,9 @@ import redis
 
 from shared.constants import LOCK_STATS_FIELDS
 from shared.exceptions import LockLostError, LockTimeoutError, LockUnavailableError
+from shared.keys import KEYS
 from shared.lock import Lease, Redlock
 from shared.lock.redlock import lock_keys
-from shared.rqmodel.keys import KEYS
 from shared.stack.procs import free_port
 from tests.servers import RedisProc, redis_servers
 

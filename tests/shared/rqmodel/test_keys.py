@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from shared.rqmodel.keys import Keys, parse_member
+from shared.rqmodel.keys import RQKeys, parse_member
 
 #: Prints RQ's key names and the seam's for one queue, job, execution and worker, as JSON.
 _COMPARE = """
@@ -22,7 +22,7 @@ from rq.registry import (CanceledJobRegistry, DeferredJobRegistry, FailedJobRegi
     FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry)
 from rq.results import Result
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
-from shared.rqmodel.keys import KEYS
+from shared.rqmodel.keys import RQ_KEYS as KEYS
 
 r = fakeredis.FakeRedis()
 q = Queue("member", connection=r)
@@ -89,10 +89,9 @@ def test_every_key_is_the_one_rq_builds(prefix: str | None) -> None:
 
 
 def test_a_namespace_builds_every_key_under_its_own_prefix() -> None:
-    keys = Keys("{member-2}", "{member-2}:archive:")
+    keys = RQKeys("{member-2}")
     assert keys.job("a") == "{member-2}:job:a"
     assert keys.started("member") == "{member-2}:wip:member"
-    assert keys.heartbeats == "{member-2}:archive:heartbeat:workers"
     assert keys.queue_name(keys.queue("goods")) == "goods"
 
 
