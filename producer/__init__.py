@@ -19,7 +19,7 @@ from .access_log import register_access_log
 from .auth import register_auth
 from .background import init_background
 from .error_handlers import register_error_handlers
-from .state import EXTENSION, ArchiveState, Space
+from .state import EXTENSION, ArchiveState
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +68,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             for namespace in spaces:
                 client = slot_client(settings, namespace.tag)
                 check_queue_policy(client, allow=settings.allow_evicting_policy, cluster=True)
-                state.spaces.setdefault(queue, []).append(
-                    Space(namespace.keys, client, state.new_writer(client, namespace.keys))
-                )
+                state.add_space(queue, namespace.keys, client)
     app.extensions[EXTENSION] = state
     # First among the request hooks: each serving process starts its background thread (RQ's
     # scheduler share) with its first request, whichever WSGI server runs the app.

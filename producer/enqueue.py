@@ -19,10 +19,12 @@ from rq import Callback, Retry
 from shared.backoff import Backoff
 from shared.connections import UNAVAILABLE_ERRORS
 from shared.rqmodel.dates import new_id
+from shared.rqmodel.writes import JobWriter
 from shared.settings import Settings
+from shared.spaces import Space
 
 from .exceptions import BackendUnavailable
-from .state import ArchiveState, Space
+from .state import ArchiveState
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ def write_jobs(
     which the stats thread (and ``/metrics``) flush to Redis.
     """
     started = time.perf_counter()
-    writer = (space or state.route(queue_name)).writer
+    writer = state.writers[space or state.route(queue_name)]
     ids = writer.write(queue_name, func, name, arg_lists, ids)
     state.enqueue_latency.observe(queue_name, time.perf_counter() - started)
     return ids
@@ -91,7 +93,7 @@ class _Attempt:
         settings = self.state.settings
         try:
             # The script writes all jobs or none, so the first job's hash tells.
-            if self.unsure and self.space.writer.exists(self.ids[0]):
+            if self.unsure and self.state.writers[self.space].exists(self.ids[0]):
                 self.written = True  # the write went through although its reply was lost
             elif not self.written or self.unsure:
                 write()
@@ -139,10 +141,10 @@ def _max_wait_ms(settings: Settings) -> int:
     return max(1, int(settings.socket_timeout * 1000) - 200)
 
 
-def _withdraw(space: Space, queue_name: str, ids: Sequence[str]) -> None:
+def _withdraw(writer: JobWriter, queue_name: str, ids: Sequence[str]) -> None:
     """Best effort after a refused durable enqueue: unqueue the jobs no worker has taken yet."""
     try:
-        space.writer.withdraw(queue_name, ids)
+        writer.withdraw(queue_name, ids)
     except UNAVAILABLE_ERRORS as exc:
         logger.warning("could not withdraw %d refused job(s): %s", len(ids), exc)
 
@@ -207,7 +209,7 @@ def _refuse(state: ArchiveState, queue_name: str, attempt: _Attempt, tries: int)
     logger.error("enqueue of %s refused after %d attempts: %s", attempt.ids[0], tries, attempt.reason)
     durable = state.settings.enqueue_min_replicas > 0
     if durable and attempt.written:
-        _withdraw(attempt.space, queue_name, attempt.ids)
+        _withdraw(state.writers[attempt.space], queue_name, attempt.ids)
     if durable and not attempt.unsure:
         message = f"the job could not be stored durably: {attempt.reason}"
     else:

@@ -18,6 +18,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from shared import stats
+from shared.spaces import Space
 
 from .openapi import TextResponse, operation
 from .state import EXTENSION, ArchiveState, get_state
@@ -75,8 +76,8 @@ class ArchiveCollector(Collector):
         depth = GaugeMetricFamily(
             "archive_queue_jobs", "Jobs in each queue (queued) and registry", labels=["queue", "registry"]
         )
-        spaces = [(space.client, space.keys) for space in self.state.all_spaces()]
-        home = (self.conn, self.state.home_keys)
+        spaces = self.state.all_spaces()
+        home = Space(self.state.home_keys, self.conn)
         for queue, counts in stats.depths_of(spaces).items():
             for registry, count in counts.items():
                 depth.add_metric([queue, registry], count)
@@ -105,7 +106,7 @@ class ArchiveCollector(Collector):
         for field, (name, doc) in MEMORY_GAUGES.items():
             yield GaugeMetricFamily(name, doc, value=float(info.get(field, 0)))
 
-        lock_spaces = [home, *(s for s in spaces if s[1] != home[1])]
+        lock_spaces = [home, *(s for s in spaces if s.keys != home.keys)]
         for event, count in stats.lock_stats_of(lock_spaces).items():
             yield CounterMetricFamily(f"archive_lock_{event}", f"Distributed lock: {event}", value=count)
 

@@ -21,6 +21,7 @@ from shared.connections import describe
 from shared.connections.eviction import SAFE_POLICIES
 from shared.connections.identity import server_identity
 from shared.constants import MEMBER_QUEUE
+from shared.spaces import Space
 
 from .capacity import job_capacity
 from .dashboard import check_access
@@ -159,8 +160,8 @@ def gather(state: ArchiveState, now: float | None = None) -> dict[str, Any]:
     """Every figure the page shows: memory from the queue's Redis, queues summed over namespaces."""
     now = now or time.time()
     conn = state.redis
-    spaces = [(space.client, space.keys) for space in state.all_spaces()]
-    home = (conn, state.home_keys)
+    spaces = state.all_spaces()
+    home = Space(state.home_keys, conn)
     info = conn.info("memory")
     maxmemory = int(info.get("maxmemory", 0))
     policy = str(info.get("maxmemory_policy", "?"))
@@ -193,7 +194,7 @@ def gather(state: ArchiveState, now: float | None = None) -> dict[str, Any]:
         "finished_last_minute": per_minute[-1][1] if per_minute else 0,
         "finished_per_minute_avg": last_hour / 60,
         "finished_last_hour": last_hour,
-        "lock": stats.lock_stats_of([home, *(s for s in spaces if s[1] != home[1])]),
+        "lock": stats.lock_stats_of([home, *(s for s in spaces if s.keys != home.keys)]),
     }
 
 

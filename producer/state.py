@@ -7,37 +7,23 @@ import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import current_app
 from prometheus_client import CollectorRegistry
 from redis import Redis
 from rq import Queue
-from rq.job import Job
 from rq.serializers import JSONSerializer
 from sqlalchemy import Engine
 
 from shared import stats
 from shared.keys import KEYS, Keys
 from shared.lock import Redlock
-from shared.rqmodel.classes import job_class
 from shared.rqmodel.writes import JobWriter
 from shared.settings import Settings
+from shared.spaces import Space
 
 EXTENSION = "redis_archive"
-
-
-@dataclass
-class Space:
-    """One namespace the producer writes to: its keys, its client and its job writer."""
-
-    keys: Keys
-    client: Redis
-    writer: JobWriter
-
-    @property
-    def job_class(self) -> type[Job]:
-        """RQ's ``Job`` bound to this namespace's keys."""
-        return job_class(self.keys)
 
 
 @dataclass
@@ -54,6 +40,8 @@ class ArchiveState:
     home_keys: Keys = KEYS
     #: The namespaces of each queue (standalone: one, the queue's Redis under RQ's prefix).
     spaces: dict[str, list[Space]] = field(default_factory=dict)
+    #: The job writer of each namespace (:attr:`own_space`, and those :meth:`add_space` adds).
+    writers: dict[Space, JobWriter] = field(default_factory=dict)
     queues: dict[str, Queue] = field(default_factory=dict)
     #: ``/metrics``' collector registry (set by :func:`producer.metrics.init_metrics`).
     metrics_registry: CollectorRegistry | None = None
@@ -63,27 +51,34 @@ class ArchiveState:
     _redlock_mutex: threading.Lock = field(default_factory=threading.Lock)
     #: This process's enqueue latencies not yet written to Redis.
     enqueue_latency: stats.PendingHistogram = field(init=False)
-    #: The writer of the queue's Redis under this process's prefix (standalone and Sentinel).
-    writer: JobWriter = field(init=False)
+    #: The queue's Redis under this process's prefix: every queue's namespace off a cluster.
+    own_space: Space = field(init=False)
     _turns: dict[str, Iterator[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.enqueue_latency = stats.PendingHistogram(self.home_keys.enqueue_latency)
-        self.writer = self.new_writer(self.redis, KEYS)
+        self.own_space = Space(KEYS, self.redis)
+        self.writers[self.own_space] = self._new_writer(self.own_space)
 
-    def new_writer(self, client: Redis, keys: Keys) -> JobWriter:
-        """A job writer into ``client`` under ``keys`` with this app's job options."""
+    def _new_writer(self, space: Space) -> JobWriter:
+        """A job writer into ``space`` with this app's job options."""
         from .enqueue import job_options
 
-        # Job options follow self.settings, which tests may replace after the factory.
-        return JobWriter(client, lambda name: job_options(self.settings, name), keys, keys.job_stats)
+        def options(name: str) -> dict[str, Any]:
+            # Job options follow self.settings, which tests may replace after the factory.
+            return job_options(self.settings, name)
+
+        return JobWriter(space.client, options, space.keys, space.keys.job_stats)
+
+    def add_space(self, queue: str, keys: Keys, client: Redis) -> None:
+        """Spread ``queue`` over one more namespace: ``keys`` in the Redis of ``client``."""
+        space = Space(keys, client)
+        self.writers[space] = self._new_writer(space)
+        self.spaces.setdefault(queue, []).append(space)
 
     def spaces_of(self, queue: str) -> list[Space]:
         """The namespaces ``queue`` spreads over (standalone: the queue's Redis)."""
-        spaces = self.spaces.get(queue)
-        if spaces is None:
-            spaces = self.spaces[queue] = [Space(KEYS, self.redis, self.writer)]
-        return spaces
+        return self.spaces.get(queue) or [self.own_space]
 
     def route(self, queue: str, routing_key: str | None = None) -> Space:
         """The namespace of the next job of ``queue``: round robin, or by ``routing_key``.
@@ -108,7 +103,7 @@ class ArchiveState:
             for space in spaces:
                 seen.setdefault((id(space.client), space.keys.rq_prefix), space)
         if not seen:
-            return [Space(KEYS, self.redis, self.writer)]
+            return [self.own_space]
         return list(seen.values())
 
     @property

@@ -27,6 +27,7 @@ from shared.constants import (
     STATS_WINDOW_SECONDS,
 )
 from shared.keys import KEYS, Keys
+from shared.spaces import Space
 
 logger = logging.getLogger(__name__)
 
@@ -296,15 +297,11 @@ def memory_samples(
     return samples
 
 
-#: One namespace to read figures from: its client and its key names.
-Space = tuple[Redis, Keys]
-
-
 def depths_of(spaces: Sequence[Space]) -> dict[str, dict[str, int]]:
     """:func:`queue_depths` summed over namespaces (a queue spread over a cluster counts once)."""
     total: dict[str, dict[str, int]] = {}
-    for conn, keys in spaces:
-        for queue, counts in queue_depths(conn, keys=keys).items():
+    for space in spaces:
+        for queue, counts in queue_depths(space.client, keys=space.keys).items():
             into = total.setdefault(queue, dict.fromkeys(REGISTRIES, 0))
             for registry, count in counts.items():
                 into[registry] += count
@@ -314,8 +311,8 @@ def depths_of(spaces: Sequence[Space]) -> dict[str, dict[str, int]]:
 def counters_of(spaces: Sequence[Space]) -> dict[str, dict[str, int]]:
     """:func:`job_counters` summed over namespaces."""
     total: dict[str, dict[str, int]] = {}
-    for conn, keys in spaces:
-        for queue, counts in job_counters(conn, keys).items():
+    for space in spaces:
+        for queue, counts in job_counters(space.client, space.keys).items():
             into = total.setdefault(queue, dict.fromkeys(JOB_EVENTS, 0))
             for event, count in counts.items():
                 into[event] = into.get(event, 0) + count
@@ -325,8 +322,8 @@ def counters_of(spaces: Sequence[Space]) -> dict[str, dict[str, int]]:
 def histograms_of(spaces: Sequence[Space], kind: str) -> dict[str, Histogram]:
     """The ``duration`` or ``wait`` histograms of every queue, summed over namespaces."""
     total: dict[str, Histogram] = {}
-    for conn, keys in spaces:
-        for queue, h in histograms(conn, getattr(keys, kind)).items():
+    for space in spaces:
+        for queue, h in histograms(space.client, getattr(space.keys, kind)).items():
             before = total.get(queue)
             if before is None:
                 total[queue] = h
@@ -343,8 +340,8 @@ def finished_per_minute_of(
     """:func:`finished_per_minute` summed over namespaces."""
     now = now or time.time()
     total: list[tuple[int, int]] = []
-    for conn, keys in spaces:
-        rows = finished_per_minute(conn, minutes, now=now, keys=keys)
+    for space in spaces:
+        rows = finished_per_minute(space.client, minutes, now=now, keys=space.keys)
         total = rows if not total else [(m, a + b) for (m, a), (_, b) in zip(total, rows, strict=True)]
     return total
 
@@ -352,7 +349,7 @@ def finished_per_minute_of(
 def lock_stats_of(spaces: Sequence[Space]) -> dict[str, int]:
     """:func:`lock_stats` summed over namespaces (and the home slot)."""
     total = dict.fromkeys(LOCK_EVENTS, 0)
-    for conn, keys in spaces:
-        for event, count in lock_stats(conn, keys).items():
+    for space in spaces:
+        for event, count in lock_stats(space.client, space.keys).items():
             total[event] = total.get(event, 0) + count
     return total
