@@ -1,8 +1,8 @@
 """``GET /metrics``: Prometheus text, read from Redis at scrape time.
 
 Counters and histograms live in Redis (:mod:`shared.stats`), written by the producer's enqueue
-path and the workers' callbacks, so every gunicorn process answers with the same totals and
-no prometheus multiprocess directory is needed.
+path and the workers' callbacks, so every process that serves the app answers with the same
+totals and no prometheus multiprocess directory is needed.
 """
 
 from __future__ import annotations

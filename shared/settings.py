@@ -84,7 +84,7 @@ class Settings:
     max_body_bytes: int = constants.DEFAULT_MAX_BODY_BYTES
     cache_max_value_bytes: int = 512 * 1024
     api_token: str | None = None
-    #: Redis Cluster seed nodes; when set, the queue's Redis is the cluster (README, "Redis Cluster").
+    #: Redis Cluster seed nodes; when set, the queue's Redis is the cluster (docs/cluster.md).
     cluster_nodes: tuple[tuple[str, int], ...] = ()
     #: How many namespaces (hash-tagged RQ prefixes, each in one slot) each queue spreads over.
     queue_namespaces: tuple[tuple[str, int], ...] = ()

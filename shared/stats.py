@@ -1,8 +1,9 @@
 """Counters, histograms and samples kept in Redis, so every process adds to the same figures.
 
-Workers are separate processes and the producer runs several gunicorn workers, so in-process
-counters would each see a part. The producer's enqueue path and the consumer's callbacks write
-here with ``HINCRBY``; ``/metrics`` and the dashboard read the totals back.
+Workers are separate processes and the producer may serve from several (any WSGI server's
+worker processes), so in-process counters would each see a part. The producer's enqueue path
+and the consumer's callbacks write here with ``HINCRBY``; ``/metrics`` and the dashboard read
+the totals back.
 """
 
 from __future__ import annotations

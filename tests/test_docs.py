@@ -166,6 +166,25 @@ def test_modules_named_in_the_docs_exist() -> None:
     assert named > 10
 
 
+#: A page the code points to: docs/cluster.md, docs/lock.md, "Why not Sentinel for the lock".
+CODE_POINTER = re.compile(r'docs/([a-z-]+\.md)(?:, "([^"]+)")?')
+
+
+def test_code_points_to_pages_and_headings_that_exist() -> None:
+    pointed = 0
+    for package in ("producer", "consumer", "shared"):
+        for source in sorted((ROOT / package).rglob("*.py")):
+            text = source.read_text(encoding="utf-8")
+            readme = re.search(r"\(README, \"|README: |see the README", text)
+            assert readme is None, f"{source} points into the README, whose sections moved to docs/"
+            for page, heading in CODE_POINTER.findall(text):
+                pointed += 1
+                assert (DOCS / page).is_file(), f"{source} points to docs/{page}, which does not exist"
+                if heading:
+                    assert heading in (DOCS / page).read_text(encoding="utf-8"), f"{source}: no {heading!r}"
+    assert pointed >= 5
+
+
 def test_no_page_names_removed_worker_classes() -> None:
     for source in [README, *pages()]:
         text = source.read_text(encoding="utf-8")

@@ -23,9 +23,9 @@ from shared.exceptions import ConfigurationError
 from shared.keys import KEYS, Keys
 from shared.settings import Settings
 
-#: How the README and the errors name the cluster settings.
+#: How the errors name the cluster settings.
 SETTINGS_HINT = (
-    "set REDIS_CLUSTER_NODES=host:port,... (and QUEUE_NAMESPACES, e.g. member=3); README: Redis Cluster"
+    "set REDIS_CLUSTER_NODES=host:port,... (and QUEUE_NAMESPACES, e.g. member=3); see docs/cluster.md"
 )
 
 

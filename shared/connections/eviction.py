@@ -31,7 +31,7 @@ def check_queue_policy(conn: Redis, *, allow: bool = False, cluster: bool = Fals
         raise ConfigurationError(
             "the queue's Redis is a Redis Cluster node: a plain client's keys span slots (CROSSSLOT); "
             "set REDIS_CLUSTER_NODES=host:port,... and QUEUE_NAMESPACES (e.g. member=3); "
-            "README, Redis Cluster"
+            "see docs/cluster.md"
         )
     policy = str(info.get("maxmemory_policy", "noeviction"))
     if policy in SAFE_POLICIES:

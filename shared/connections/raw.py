@@ -4,7 +4,7 @@ The one hand-rolled pipeline of the project (the producer's enqueue, the worker'
 finish, the lock's fan-out to its nodes, the memory fill). redis-py's
 ``pipeline(transaction=False).execute()`` does the same with per-call bookkeeping (a command
 stack, a connection checkout, response callbacks) that cost a noticeable share of a trivial
-job (README, "Performance"); these helpers keep only the send and the reads.
+job (docs/performance.md); these helpers keep only the send and the reads.
 
 Rules every caller gets from here: an error *reply* is returned (or raised) and leaves the
 connection in step; any other failure (no reply, half a reply, an interrupt) disconnects the

@@ -80,7 +80,7 @@ class ClusterNode(Node):
 
     A lock's keys share one hash tag (:func:`shared.lock.redlock.lock_keys`), so its scripts
     run on one master. The cluster replicates asynchronously, so as one node it is as safe as
-    one Redis that fails over (README, "Why the lock's Redlock nodes are not behind Sentinel").
+    one Redis that fails over (docs/lock.md, "Why not Sentinel for the lock").
     """
 
     def __init__(self, cluster: ClusterMap, timeout: float, password: str | None = None) -> None:
