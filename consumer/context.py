@@ -34,7 +34,7 @@ def get_engine(url: str) -> Engine:
 
 
 def dispose_engines() -> None:
-    """Close every engine's pooled connections (tests, and after a fork)."""
+    """Close every engine's pooled connections (tests call it between tests)."""
     while _engines:
         _, engine = _engines.popitem()
         engine.dispose()

@@ -67,7 +67,7 @@ def on_failure(
     connection: Redis,
     exc_type: type[BaseException] | None,
     exc_value: BaseException | None,
-    tb: TracebackType | None,
+    _traceback: TracebackType | None,
     *args: Any,
     **kwargs: Any,
 ) -> None:

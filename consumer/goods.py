@@ -33,7 +33,7 @@ def get_redlock() -> Redlock:
 
 
 def close_redlocks() -> None:
-    """Disconnect every lock built by this process (tests, and after a fork)."""
+    """Disconnect every lock built by this process (tests call it between tests)."""
     while _redlocks:
         _, redlock = _redlocks.popitem()
         redlock.close()

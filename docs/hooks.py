@@ -49,8 +49,6 @@ MEANINGS: dict[str, str | tuple[str, str]] = {
         "SQLAlchemy URL; `postgresql+psycopg://...` or `mysql+pymysql://...` with the "
         "`postgres`/`mysql` extras"
     ),
-    "HOST": "where the producer listens",
-    "PORT": "the producer's port",
     "MAX_BODY_BYTES": (
         "request body limit (413 above it); `POST /api/v1/redis` allows "
         "`2 x CACHE_MAX_VALUE_BYTES + MAX_BODY_BYTES`"
@@ -108,10 +106,6 @@ MEANINGS: dict[str, str | tuple[str, str]] = {
     "WORKER_BATCH": (
         "jobs a `FastWorker` claims per round trip; above 1 it claims the next batch while one runs "
         "(up to twice this many count as started)"
-    ),
-    "WORKERS": (
-        "read into `Settings.workers`, which no command uses: `redis-archive up --workers N` "
-        "(default 2) sets the number of workers"
     ),
     "DASHBOARD_USER": "dashboard login name",
     "DASHBOARD_PASSWORD": "dashboard password; with no password and no `API_TOKEN` the dashboard is closed",

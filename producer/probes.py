@@ -37,7 +37,7 @@ class KeyProbeIn(Strict):
     scratch_db: Annotated[int, Field(ge=0, le=15)] = 15
 
     @model_validator(mode="after")
-    def _something(self) -> KeyProbeIn:
+    def _keys_or_values_given(self) -> KeyProbeIn:
         if not self.keys and not self.set:
             raise ValueError("give keys or set")
         return self
@@ -52,7 +52,7 @@ class SweepProbeIn(Strict):
     scratch_db: Annotated[int, Field(ge=0, le=15)] = 15
 
     @model_validator(mode="after")
-    def _ordered(self) -> SweepProbeIn:
+    def _start_not_after_stop(self) -> SweepProbeIn:
         if self.start > self.stop:
             raise ValueError("start must not exceed stop")
         return self

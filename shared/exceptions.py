@@ -11,10 +11,6 @@ class ConfigurationError(ArchiveError):
     """A setting from the environment is missing or malformed."""
 
 
-class RedisUnavailableError(ArchiveError):
-    """No Redis master could be reached (connection refused, timeout, failover in progress)."""
-
-
 class EvictionPolicyError(ArchiveError):
     """The queue's Redis uses an eviction policy that may delete queued jobs."""
 

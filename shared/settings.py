@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from shared import constants
@@ -78,8 +78,6 @@ class Settings:
     #: Redis for the cache API; ``None`` means the queue's Redis.
     cache_redis_url: str | None = None
     database_url: str = constants.DEFAULT_DATABASE_URL
-    host: str = "127.0.0.1"
-    port: int = constants.DEFAULT_PORT
     alert_webhook_url: str | None = None
     max_body_bytes: int = constants.DEFAULT_MAX_BODY_BYTES
     cache_max_value_bytes: int = 512 * 1024
@@ -125,9 +123,7 @@ class Settings:
     worker_concurrency: int = 1
     #: Jobs a fast worker claims per round trip (they count as started together).
     worker_batch: int = 1
-    workers: int = 2
     log_level: str = "INFO"
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def lock_urls(self) -> tuple[str, ...]:
@@ -156,7 +152,6 @@ class Settings:
             "REDIS_URL": "redis_url",
             "CACHE_REDIS_URL": "cache_redis_url",
             "DATABASE_URL": "database_url",
-            "HOST": "host",
             "ALERT_WEBHOOK_URL": "alert_webhook_url",
             "API_TOKEN": "api_token",
             "REDIS_SENTINEL_MASTER": "sentinel_master",
@@ -174,7 +169,6 @@ class Settings:
             if value is not None:
                 kwargs[attr] = value
         ints = {
-            "PORT": ("port", 1),
             "MAX_BODY_BYTES": ("max_body_bytes", 1),
             "CACHE_MAX_VALUE_BYTES": ("cache_max_value_bytes", 1),
             "ENQUEUE_MIN_REPLICAS": ("enqueue_min_replicas", 0),
@@ -183,7 +177,6 @@ class Settings:
             "JOB_TIMEOUT": ("job_timeout", 1),
             "RESULT_TTL": ("result_ttl", -1),
             "FAILURE_TTL": ("failure_ttl", -1),
-            "WORKERS": ("workers", 0),
             "WORKER_CONCURRENCY": ("worker_concurrency", 1),
             "WORKER_BATCH": ("worker_batch", 1),
         }

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -23,7 +23,6 @@ from redis import Redis
 
 from shared.cluster.slots import ClusterMap, tag_slot
 from shared.constants import ALL_QUEUES
-from shared.exceptions import ConfigurationError
 from shared.keys import PREFIX, Keys
 from shared.settings import Settings
 
@@ -112,16 +111,6 @@ def plan(settings: Settings, cluster: ClusterMap, registry: Redis) -> dict[str, 
             )
         result[queue] = [Namespace(queue, tag) for tag in tags[:count]]
     return result
-
-
-def namespace_of(rq_prefix: str, namespaces: Mapping[str, list[Namespace]]) -> Namespace:
-    """The namespace whose tag is ``rq_prefix`` (a worker's ``RQ_KEY_PREFIX``)."""
-    for spaces in namespaces.values():
-        for namespace in spaces:
-            if namespace.tag == rq_prefix:
-                return namespace
-    known = ", ".join(ns.tag for spaces in namespaces.values() for ns in spaces)
-    raise ConfigurationError(f"RQ_KEY_PREFIX={rq_prefix!r} is not one of the queue namespaces ({known})")
 
 
 def _text(value: bytes | str) -> str:

@@ -26,7 +26,6 @@ from importlib import resources
 from typing import Any, Protocol
 
 from redis import Redis
-from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -65,12 +64,6 @@ class LuaScript:
     def load(cls, package: str, filename: str) -> LuaScript:
         """The script ``filename`` of ``package`` (``LuaScript.load("shared.rqmodel", "claim.lua")``)."""
         return cls(filename, resources.files(package).joinpath(filename).read_text())
-
-    def register(self, client: Redis) -> Script:
-        """redis-py's script object on ``client`` (``EVALSHA``, loading the script when missing)."""
-        script = client.register_script(self.source)
-        assert script.sha == self.sha
-        return script
 
 
 def pack(commands: Iterable[Command], connection: Connection | None = None) -> bytes:

@@ -80,7 +80,7 @@ class RideOutRetry(Retry):
         #: The outage was logged (so will be its end).
         self._reported_at: float | None = None
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> RideOutRetry:
+    def __deepcopy__(self, _memo: dict[int, Any]) -> RideOutRetry:
         # redis-py deep-copies the policy into every client and connection: keep one state.
         return self
 

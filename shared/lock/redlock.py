@@ -145,7 +145,7 @@ class Lease:
     def __enter__(self) -> Lease:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
         self.release()
         if exc_type is None and self.lost:
             raise LockLostError(f"lock {self.name!r} (fence {self.fence}) was lost while held")

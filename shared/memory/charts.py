@@ -1,4 +1,4 @@
-"""Charts of memory sweeps and capacity checks (PNG and SVG, matplotlib's Agg backend)."""
+"""Charts of memory sweeps (PNG and SVG, matplotlib's Agg backend)."""
 
 from __future__ import annotations
 
@@ -47,24 +47,6 @@ def sweep_chart(
     ax.set_title(title or f"One string key: cost against {what} length")
     ax.grid(alpha=0.3)
     ax.legend()
-    paths = _save(fig, base)
-    plt.close(fig)
-    return paths
-
-
-def capacity_chart(cases: Sequence[dict[str, Any]], base: Path) -> list[Path]:
-    """Predicted interval and actual keys per fill case, as a ratio to the point prediction."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(cases) + 1.5))
-    for y, case in enumerate(cases):
-        point = case["predicted_keys"]
-        ax.plot([case["low"] / point, case["high"] / point], [y, y], color="tab:blue", linewidth=6, alpha=0.4)
-        ax.plot([case["actual_keys"] / point], [y], "o", color="tab:red")
-    ax.axvline(1.0, color="gray", linewidth=0.8)
-    ax.set_yticks(range(len(cases)), [c["label"] for c in cases], fontsize=8)
-    ax.set_xlabel("keys / point prediction (bar: predicted interval, dot: actual fill)")
-    ax.set_title("Capacity predictions against real fills")
-    ax.grid(alpha=0.3, axis="x")
     paths = _save(fig, base)
     plt.close(fig)
     return paths

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
@@ -93,15 +92,6 @@ def fill(
         if progress is not None:
             progress(len(replies))
     raise ProbeError(f"no OOM after {limit} keys")
-
-
-@dataclass
-class Target:
-    """The server a fill runs against, and what to put back afterwards."""
-
-    conn: Redis
-    maxmemory: str
-    was_empty: bool
 
 
 def same_server(a: Redis, b: Redis) -> bool:

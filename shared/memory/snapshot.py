@@ -80,7 +80,6 @@ class Snapshot:
     latency_tracking: bool
     set_histogram: bool
     reply_buffer: int
-    query_buffer: int
     profile: Profile = field(repr=False, default_factory=lambda: Profile("0"))
     #: The reply buffer the writes will see; :func:`settle` sets it from the live connection.
     settled_reply_buffer: int = SETTLED_REPLY_BUFFER
@@ -199,7 +198,6 @@ def snapshot(conn: Redis, allocator: str | None = None) -> Snapshot:
         latency_tracking=tracking,
         set_histogram="latency_percentiles_usec_set" in histograms,
         reply_buffer=int(after.get("rbs", 0)),
-        query_buffer=int(after.get("qbuf", 0)) + int(after.get("qbuf-free", 0)),
     )
     snap.profile = profile
     snap.identity = identity

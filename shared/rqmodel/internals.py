@@ -86,21 +86,6 @@ class WorkerInternals:
         """RQ's failure handling of a job that raised (retry or failed registry, callbacks)."""
         self._finalize_failure(job, queue, execution, exc_info)  # type: ignore[attr-defined]
 
-    @property
-    def in_horse(self) -> bool:
-        """Whether this process is a forking worker's work horse."""
-        return bool(getattr(self, "_is_horse", False))
-
-    @property
-    def horse_pid(self) -> int:
-        """The running work horse's pid (forking workers), 0 when none."""
-        return int(getattr(self, "_horse_pid", 0) or 0)
-
-    def forget_horse(self) -> None:
-        """The work horse is gone and waited for."""
-        self._horse_pid = 0
-
-
 def death_penalty_timeout(penalty: Any) -> int:
     """The timeout a death penalty was built with."""
     return int(penalty._timeout)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import Any
 
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -130,8 +129,3 @@ def _callbacks(job: Job, data: dict[bytes, bytes]) -> None:
         timeout = data.get(f"{kind}_callback_timeout".encode())
         if timeout is not None:
             setattr(job, f"_{kind}_callback_timeout", _int(timeout))
-
-
-def restored_state(job: Job) -> dict[str, Any]:
-    """The attributes a restore sets, for comparing two restores of the same hash."""
-    return {name: value for name, value in vars(job).items() if name not in ("connection", "_serializer")}

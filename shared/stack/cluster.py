@@ -11,8 +11,6 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,14 +195,3 @@ def _tail(path: Path) -> str:
         return " | ".join(path.read_text(errors="replace").strip().splitlines()[-3:])
     except OSError:
         return "(no log)"
-
-
-@contextmanager
-def running_cluster(binary: str, directory: Path, **options: object) -> Iterator[LocalCluster]:
-    """A started :class:`LocalCluster`, stopped at the end."""
-    cluster = LocalCluster(binary, directory, **options)  # type: ignore[arg-type]
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()

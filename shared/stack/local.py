@@ -23,7 +23,7 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from shared.constants import ALL_QUEUES, MEMBER_QUEUE
+from shared.constants import ALL_QUEUES, DEFAULT_PORT, MEMBER_QUEUE
 from shared.exceptions import ArchiveError
 from shared.settings import Settings
 from shared.stack import procs
@@ -181,7 +181,7 @@ class Stack:
 
     redis_url: str | None
     host: str = "127.0.0.1"
-    port: int = 1111
+    port: int = DEFAULT_PORT
     workers: int = 2
     worker_class: str | None = None
     #: Plain ``rq worker`` processes beside the fast ones (:func:`plain_worker_argv`).

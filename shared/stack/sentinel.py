@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,14 +286,3 @@ class HaCluster:
         """Stop the Sentinels first (no failover on the way down), then the data nodes."""
         for node in self.sentinel_nodes + self.data_nodes:
             node.stop()
-
-
-@contextmanager
-def running_cluster(binary: str, directory: Path, **options: Any) -> Iterator[HaCluster]:
-    """Start a :class:`HaCluster`, yield it, stop it."""
-    cluster = HaCluster(binary, directory, **options)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
