@@ -19,9 +19,9 @@ from shared.cli.foreground import until_stopped
 from shared.cli.ha import ha
 from shared.cli.jobs import jobs
 from shared.cli.lock import lock
-from shared.cli.options import chosen_server, server_option
+from shared.cli.options import chosen_server, listen_options, server_option
 from shared.cli.probe import probe
-from shared.constants import ALL_QUEUES, DEFAULT_PORT, MEMBER_QUEUE
+from shared.constants import ALL_QUEUES, MEMBER_QUEUE
 from shared.exceptions import ArchiveError, ConfigurationError
 from shared.settings import Settings
 from shared.stack.local import Stack, monitor_argv, producer_argv, worker_argv
@@ -75,8 +75,7 @@ def _exec(argv: list[str], env: dict[str, str]) -> None:
 
 
 @main.command()
-@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True)
-@click.option("--port", envvar="PORT", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
+@listen_options
 @click.option("--workers", "-w", "http_workers", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 256), help="Threads each.")
 @pass_context
@@ -181,8 +180,7 @@ def monitor(obj: Context) -> None:
 
 
 @main.command()
-@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True)
-@click.option("--port", envvar="PORT", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
+@listen_options
 @click.option("--workers", "-n", default=2, show_default=True, type=click.IntRange(0, 32))
 @click.option(
     "--plain-workers",

@@ -1,10 +1,25 @@
-"""Options shared by the commands that start private servers."""
+"""Options shared by several commands: where the producer listens, which server binary to start."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import click
 
+from shared.constants import DEFAULT_PORT
 from shared.stack.binaries import NO_SERVER, SERVER_ENV, ServerBinary, find_server
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def listen_options(command: F) -> F:
+    """``--host`` and ``--port`` (``HOST``, ``PORT``) of the commands that serve the producer."""
+    command = click.option(
+        "--port", envvar="PORT", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535)
+    )(command)
+    return click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True)(command)
+
 
 #: ``--server`` of every command that starts private servers.
 server_option = click.option(
