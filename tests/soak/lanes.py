@@ -135,8 +135,8 @@ class Lane:
         with self._lock:
             pid = self.pids[child]
         # Kill it while it holds a job, so that the kill abandons one (if it gets one soon).
-        stock = child.startswith("rq-worker")
-        busy = procs.wait_until(lambda: self._busy(pid, stock), 10, interval=0.002)
+        plain = child.startswith("rq-worker")
+        busy = procs.wait_until(lambda: self._busy(pid, plain), 10, interval=0.002)
         if group:
             # RQ's work horse leaves the worker's process group (setpgrp): kill it by pid too.
             for child in _children(pid):
@@ -146,14 +146,14 @@ class Lane:
             os.kill(pid, signal.SIGKILL)
         return pid, busy
 
-    def _busy(self, pid: int, stock: bool) -> bool:
+    def _busy(self, pid: int, plain: bool) -> bool:
         """Whether the worker process ``pid`` runs a job right now.
 
         A plain rq worker runs each job in a work horse, its only child while it does; a
         FastWorker registers the executions it holds (its claim and finish scripts keep that
         set exact; a plain rq worker's may lag behind its horse).
         """
-        if stock:
+        if plain:
             return bool(_children(pid))
         assert self.redis is not None
         for key in self.redis.smembers("rq:workers"):
