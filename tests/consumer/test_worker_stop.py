@@ -3,7 +3,7 @@
 An idle worker (starting up, waiting for work, with or without ``--with-scheduler``, one queue
 or three) exits within :data:`LIMIT` seconds of SIGINT or SIGTERM; a busy one finishes its job,
 then exits within :data:`LIMIT` seconds of the job's end; a second signal stops it at once; a
-worker waiting for a lost master stops too. Runs go three at a time, beside whatever else
+worker waiting for a lost master stops too. Runs go two at a time, beside whatever else
 loads the machine: the bound is what users get on a busy host.
 """
 
@@ -143,7 +143,7 @@ def test_workers_signalled_in_random_phases_stop_on_time(
 ) -> None:
     seed = random.randrange(1 << 30)
     rngs = [random.Random(seed + i) for i in range(RUNS)]
-    with ThreadPoolExecutor(3) as pool:
+    with ThreadPoolExecutor(2) as pool:
         stops = list(
             pool.map(lambda i: _signal_one(i, stop_redis.url, db_url, tmp_path, rngs[i]), range(RUNS))
         )
