@@ -13,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from producer import create_app
+from producer.background import BackgroundThread
 from shared.settings import Settings
 from shared.stack.binaries import SERVER_ENV
 from tests.servers import (
@@ -175,3 +176,24 @@ def worker_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[
     yield monkeypatch
     context.get_settings.cache_clear()
     context.dispose_engines()
+
+
+@pytest.fixture(autouse=True)
+def _stop_background_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Stop the producer background threads a test started, when it ends.
+
+    An app built without ``TESTING`` starts its background thread with its first request, as
+    under any WSGI server; left running in the test process, it would go on moving scheduled
+    jobs and holding RQ's scheduler locks in the session's Redis through the tests after it.
+    """
+    started: list[BackgroundThread] = []
+    original = BackgroundThread.ensure_started
+
+    def ensure_started(self: BackgroundThread) -> object:
+        started.append(self)
+        return original(self)
+
+    monkeypatch.setattr(BackgroundThread, "ensure_started", ensure_started)
+    yield
+    for background in started:
+        background.stop()
