@@ -36,6 +36,7 @@ lock: | $(BIN)/python
 	$(BIN)/uv pip compile pyproject.toml $(LOCK_OPTS) -o requirements/run.txt
 	$(BIN)/uv pip compile pyproject.toml --extra test --extra postgres --extra mysql $(LOCK_OPTS) -o requirements/test.txt
 	$(BIN)/uv pip compile pyproject.toml --extra docs -c requirements/test.txt $(LOCK_OPTS) -o requirements/docs.txt
+	$(BIN)/uv pip compile pyproject.toml --extra postgres --extra mysql -c requirements/test.txt $(LOCK_OPTS) -o requirements/deploy.txt
 
 run: $(VENV)/.run-installed
 	$(BIN)/redis-archive up
