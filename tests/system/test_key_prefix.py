@@ -168,6 +168,9 @@ def test_recovery_requeues_a_dead_workers_job_under_the_prefix(stack: Stack, r: 
     assert r.hget(keys.job(job_id), "retries_left") == b"1"
     assert not [m for m in r.zrange(keys.started("slow"), 0, -1) if m.decode().startswith(job_id)]
     # The monitor or the surviving FastWorker, whichever looked first, took it over and said so.
-    logs = "".join((stack.directory / f"{name}.log").read_text() for name in ("monitor", "fast"))
-    assert "declared dead; 1 job(s) recovered" in logs, logs
-    assert f"job abandoned id={job_id}" in logs, logs
+    # The recoverer logs "declared dead" after the re-queue's pipeline: wait for the line.
+    def logs() -> str:
+        return "".join((stack.directory / f"{name}.log").read_text() for name in ("monitor", "fast"))
+
+    assert wait_until(lambda: "declared dead; 1 job(s) recovered" in logs(), 10), logs()
+    assert f"job abandoned id={job_id}" in logs(), logs()
