@@ -3,8 +3,10 @@
 Ours: ``redis-archive serve``'s set-up (granian, 2 processes of 4 threads, keep-alive). Baseline:
 ``bench.baseline_app`` (plain Flask view, ``Queue.enqueue``) under gunicorn with two sync
 workers. Where node and npm are present, also Express + Bull v4 in one node process (the
-NestJS producer this project replaces runs as one). All enqueue into the same private Redis;
-wrk runs 16 connections.
+NestJS producer this project replaces runs as one). The ceiling: ``bench.ceiling_app``, the same
+POST answered by a bare Flask view under ours' granian argv, so "ours / ceiling" is the share of
+what Flask under that server can do at all that the producer keeps. All enqueue into the same
+private Redis; wrk runs 16 connections; the servers take turns in each round.
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).resolve().parent / "post.lua"
 
 
+#: The row's ``what`` column.
+WHAT = "HTTP `POST /queue/members`, wrk, 16 connections"
+
+
+def ceiling_argv(host: str, port: int) -> list[str]:
+    """``bench.ceiling_app`` under exactly the granian argv ``redis-archive serve`` runs the producer with."""
+    *server, target = producer_argv(host, port)
+    if target != "producer.server:served_app" or "--factory" not in server:
+        raise RuntimeError(f"producer_argv no longer ends in a factory target: {target}")
+    return [*server, "bench.ceiling_app:create_app"]
+
+
 def _wrk(url: str, seconds: int, connections: int = 16) -> tuple[float, float]:
     """(requests per second, p99 latency in ms) of a wrk run."""
     result = subprocess.run(
@@ -37,7 +51,11 @@ def _wrk(url: str, seconds: int, connections: int = 16) -> tuple[float, float]:
         text=True,
         timeout=seconds + 60,
     )
-    out = result.stdout
+    return parse_wrk(url, result.stdout)
+
+
+def parse_wrk(url: str, out: str) -> tuple[float, float]:
+    """(requests per second, p99 latency in ms) from wrk's ``--latency`` output; error answers raise."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
     p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
@@ -60,13 +78,13 @@ def measure(redis_url: str, seconds: int = 10, rounds: int = 3) -> list[str]:
     if shutil.which("wrk") is None:
         return [row("HTTP POST /queue/members", "(wrk missing: apt-get install wrk)", "")]
     conn = Redis.from_url(redis_url)
-    results: dict[str, list[tuple[float, float]]] = {"ours": [], "baseline": []}
+    results: dict[str, list[tuple[float, float]]] = {"ours": [], "ceiling": [], "baseline": []}
     with tempfile.TemporaryDirectory() as tmp, bull.bull() as modules:
         env = dict(
             os.environ, REDIS_URL=redis_url, DATABASE_URL=f"sqlite:///{tmp}/bench.db", LOG_LEVEL="WARNING"
         )
         env["PYTHONPATH"] = str(ROOT)
-        ports = {"ours": procs.free_port(), "baseline": procs.free_port()}
+        ports = {name: procs.free_port() for name in results}
         baseline_argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{ports['baseline']}"]
         baseline_argv += [
             "--workers",
@@ -78,6 +96,7 @@ def measure(redis_url: str, seconds: int = 10, rounds: int = 3) -> list[str]:
         servers = [
             _serve(baseline_argv, env, ports["baseline"]),
             _serve(producer_argv("127.0.0.1", ports["ours"]), env, ports["ours"]),
+            _serve(ceiling_argv("127.0.0.1", ports["ceiling"]), env, ports["ceiling"]),
         ]
         try:
             if modules is not None:
@@ -99,21 +118,25 @@ def measure(redis_url: str, seconds: int = 10, rounds: int = 3) -> list[str]:
         name: (statistics.median(rate for rate, _ in runs), statistics.median(p99 for _, p99 in runs))
         for name, runs in results.items()
     }
-    what = "HTTP `POST /queue/members`, wrk, 16 connections"
-    (ours, ours_p99), (base, base_p99) = medians["ours"], medians["baseline"]
+    return rows_of(medians)
+
+
+def rows_of(medians: dict[str, tuple[float, float]]) -> list[str]:
+    """The table rows from the medians (req/s, p99 ms) of each server, ``ours`` first."""
+    ours, ours_p99 = medians["ours"]
     shown = f"{ours:,.0f} req/s, p99 {ours_p99:.0f} ms"
-    rows = [
-        row(
-            what,
-            shown,
-            f"{base:,.0f} req/s, p99 {base_p99:.0f} ms: Flask + `Queue.enqueue`, gunicorn 2 sync workers",
-            ours / base,
-        )
-    ]
-    if "express" in medians:
-        node, node_p99 = medians["express"]
-        baseline = f"{node:,.0f} req/s, p99 {node_p99:.0f} ms: Express + Bull v4 `add`, one node process"
-        rows.append(row(what, shown, baseline, ours / node))
+    others = {
+        "baseline": "Flask + `Queue.enqueue`, gunicorn 2 sync workers",
+        "express": "Express + Bull v4 `add`, one node process",
+        "ceiling": "Flask ceiling: bare Flask view (`get_json`, 202), ours' granian settings",
+    }
+    rows = []
+    for name, label in others.items():
+        if name not in medians:
+            continue
+        rate, p99 = medians[name]
+        note = f"ours / ceiling: {ours / rate:.0%}" if name == "ceiling" else ""
+        rows.append(row(WHAT, shown, f"{rate:,.0f} req/s, p99 {p99:.0f} ms: {label}", ours / rate, note))
     return rows
 
 
