@@ -19,9 +19,11 @@ from .access_log import register_access_log
 from .auth import register_auth
 from .background import init_background
 from .error_handlers import register_error_handlers
+from .flask_app import ArchiveFlask
 from .state import EXTENSION, ArchiveState
 
 logger = logging.getLogger(__name__)
+
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the producer app: settings, one Redis client, one engine, blueprints.
@@ -38,7 +40,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     overrides = {key: value for key, value in config.items() if not key.isupper()}
     if overrides:
         settings = settings.with_overrides(**overrides)
-    app = Flask(__name__)
+    app = ArchiveFlask(__name__)
     # An API answers, it does not redirect: "/members//1" is a JSON 404, not an HTML 308.
     app.url_map.merge_slashes = False
     app.config.from_mapping({key: value for key, value in config.items() if key.isupper()})

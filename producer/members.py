@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint
 from sqlalchemy import select
 
 from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE
@@ -32,10 +32,8 @@ bp = Blueprint("members", __name__)
 BULK_MAX_BODY_BYTES = BULK_MAX_MEMBERS * 512
 
 
-@bp.before_request
-def _bulk_body_limit() -> None:
-    if request.endpoint == "members.enqueue_members_bulk":
-        request.max_content_length = max(get_state().settings.max_body_bytes, BULK_MAX_BODY_BYTES)
+def _bulk_body_limit() -> int:
+    return max(get_state().settings.max_body_bytes, BULK_MAX_BODY_BYTES)
 
 
 @bp.post("/queue/members")
@@ -65,6 +63,8 @@ def enqueue_member(body: MemberIn, query: RoutingQuery) -> tuple[dict[str, Any],
     query=RoutingQuery,
     responses={202: JobsAccepted, 503: None},
     tags=("members",),
+    # The view's own limit, not a blueprint hook: a hook runs on every request of the blueprint.
+    max_body=_bulk_body_limit,
     description="All members of one request go to one namespace of the queue (on a Redis Cluster), "
     "so the request is all or none.",
 )

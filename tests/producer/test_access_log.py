@@ -28,6 +28,8 @@ def test_each_request_logged_once_with_its_fields(
     assert record.levelno == logging.INFO
     for part in ("10.1.2.3", "POST /queue/members", " 202 ", "ms", "probe-agent/1.0"):
         assert part in message
+    duration = float(message.split(" 202 ")[1].split("ms")[0])
+    assert 0 <= duration < 60_000  # from the app's stamp, not the -1.0 of a request without one
 
 
 def test_4xx_at_warning(client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:

@@ -175,3 +175,38 @@ def test_a_chunked_body_over_the_limit_is_413_not_a_truncated_400(
     assert _chunked(client, at_limit).status_code == 202
     assert _chunked(client, b'{"name": "b", "age": 4}').status_code == 202
     assert queue_len(r) == 2
+
+
+def test_a_body_shorter_than_its_content_length_is_400_not_500(client: FlaskClient, r: redis.Redis) -> None:
+    response = client.post(
+        "/queue/members",
+        data=b'{"name": "a", "age": 3}',
+        content_type="application/json",
+        environ_overrides={"CONTENT_LENGTH": "500"},
+    )
+    assert response.status_code == 400
+    assert "error" in response.get_json()
+    assert queue_len(r) == 0
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/json; charset=utf-8", b'{"name": "a", "age": 3}'),
+        ("Application/JSON", b'{"name": "a", "age": 3}'),
+        ("application/json", '\ufeff{"name": "a", "age": 3}'.encode()),
+        ("application/json", '{"name": "a", "age": 3}'.encode("utf-16")),
+    ],
+)
+def test_json_bodies_as_json_loads_reads_them(
+    client: FlaskClient, r: redis.Redis, content_type: str, body: bytes
+) -> None:
+    response = client.post("/queue/members", data=body, content_type=content_type)
+    assert response.status_code == 202
+    assert queue_len(r) == 1
+
+
+def test_a_routing_key_in_the_query_is_still_validated(client: FlaskClient, r: redis.Redis) -> None:
+    assert client.post("/queue/members?routing_key=", json={"name": "a", "age": 3}).status_code == 422
+    assert client.post("/queue/members?routing_key=k", json={"name": "a", "age": 3}).status_code == 202
+    assert queue_len(r) == 1
