@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from .emails import EmailAddress
 
 
 class Strict(BaseModel):
@@ -66,7 +68,7 @@ class MemberIn(Strict):
         str, Field(min_length=1, max_length=100, json_schema_extra={"pattern": PRINTABLE_PATTERN})
     ]
     age: Annotated[int, Field(ge=0, le=150), INTEGRAL]
-    email: EmailStr | None = None
+    email: Annotated[str, EmailAddress] | None = None
 
     _check_name = field_validator("name")(no_control_chars)
 
