@@ -21,6 +21,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
+from shared.connections import deferred
 from shared.constants import (
     ALL_QUEUES,
     LOCK_STATS_FIELDS,
@@ -124,14 +125,18 @@ def record_finished(
     now: float | None = None,
     keys: Keys = KEYS,
 ) -> None:
-    """Count one job finished: the counter, its duration and wait, and this minute's throughput."""
+    """Count one job finished: the counter, its duration and wait, and this minute's throughput.
+
+    Sent in one pipeline, or, inside the worker's success path, with its next round trip
+    (:mod:`shared.connections.deferred`).
+    """
     minute_key = keys.finished_minute(int((now or time.time()) // 60))
-    with conn.pipeline(transaction=False) as pipe:
-        pipe.hincrby(keys.job_stats, f"{queue}:finished", 1)
-        _record_times(pipe, keys, queue, enqueued_at, started_at, ended_at)
-        pipe.hincrby(minute_key, queue, 1)
-        pipe.expire(minute_key, STATS_WINDOW_SECONDS + 120)
-        pipe.execute()
+    commands = deferred.Commands()
+    commands.hincrby(keys.job_stats, f"{queue}:finished", 1)
+    _record_times(commands, keys, queue, enqueued_at, started_at, ended_at)
+    commands.hincrby(minute_key, queue, 1)
+    commands.expire(minute_key, STATS_WINDOW_SECONDS + 120)
+    deferred.write(conn, commands)
 
 
 def record_failed(

@@ -28,6 +28,14 @@ def sleep(seconds: float) -> str:
     return "slept"
 
 
+def sleep_marked(path: str, seconds: float) -> str:
+    """Create ``path`` (the job function runs now), sleep, then return ``"slept"``."""
+    with open(path, "w"):
+        pass
+    time.sleep(seconds)
+    return "slept"
+
+
 def fail_then_succeed(key: str, failures: int) -> str:
     """Fail the first ``failures`` runs (counted in Redis under ``key``), then succeed."""
     job = get_current_job()

@@ -10,10 +10,10 @@ before the current batch runs (:meth:`ClaimProtocol.send_claim`) and read after 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ReadOnlyError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -35,17 +35,18 @@ class Pending:
     job: Job
     execution: Execution
     args: list[Any]
+    #: Writes of its success callback (the stats) that go with it (:mod:`shared.connections.deferred`).
+    extra: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 @dataclass
 class InFlight:
     """A finish-and-claim request sent and not yet answered (batch mode's look-ahead)."""
 
-    checkout: raw.Checkout
     pending: list[Pending]
     wanted: int
-    claim: claims.Claim
-    count: int
+    #: Callback writes sent ahead of the successes (their replies come first).
+    extra: int
 
 
 Started = tuple[Job, Queue, Execution]
@@ -63,6 +64,26 @@ class ClaimProtocol:
         self.log = worker.log
         #: The class of the jobs this worker claims (``job_class`` with ``func`` cached).
         self.job_class = func_cached(worker.job_class)
+        self._held: raw.HeldConnections | None = None
+        #: Whether a claim may have run whose reply was not read (:meth:`wait_and_claim`).
+        self.unsure = False
+
+    @property
+    def held(self) -> raw.HeldConnections:
+        """The connection claims and finishes go on, kept out of the worker's pool between them."""
+        held = self._held
+        if held is None or held.client is not self.worker.connection:
+            held = self._held = raw.HeldConnections(self.worker.connection)
+        return held
+
+    def _replies(self) -> list[Any]:
+        """The replies to the last send; a reply saying the server is no master drops the connection."""
+        replies = self.held.read()
+        error = raw.first_error(replies)
+        if isinstance(error, ReadOnlyError):
+            # A demoted master: the next try takes a fresh connection (Sentinel: to the new one).
+            self.held.drop()
+        return replies
 
     def _claim(self, wanted: int) -> claims.Claim:
         worker = self.worker
@@ -73,8 +94,29 @@ class ClaimProtocol:
         spread = wanted > 1 and worker.dequeue_strategy in _SPREAD
         return claims.claim(worker.keys, [q.key for q in queues], worker.name, worker.key, wanted, spread)
 
-    def _finish_command(self, pending: list[Pending]) -> tuple[Any, ...]:
-        return claims.finish(self.worker.keys, self.worker.key, [done.args for done in pending])
+    def _send(self, pending: list[Pending], claim: tuple[Any, ...] | None) -> int:
+        """Send ``pending``'s callback writes, their successes and ``claim``; returns the writes' count.
+
+        The callback writes go once: a call made again (a reloaded script) leaves them out.
+        """
+        commands = [command for done in pending for command in done.extra]
+        extra = len(commands)
+        for done in pending:
+            done.extra = []
+        if pending:
+            commands.append(claims.finish(self.worker.keys, self.worker.key, [done.args for done in pending]))
+        if claim is not None:
+            commands.append(claim)
+        self.held.send(raw.pack(commands), len(commands))
+        return extra
+
+    def _read(self, extra: int) -> list[Any]:
+        """The replies after the ``extra`` callback writes'; a failed callback write is logged, no more."""
+        replies = self._replies()
+        for reply in replies[:extra]:
+            if isinstance(reply, Exception):
+                self.log.warning("Worker %s: a success callback's write failed: %s", self.worker.name, reply)
+        return replies[extra:]
 
     def finish_and_claim(self, pending: list[Pending], wanted: int) -> list[Started]:
         """Write ``pending``'s successes and claim up to ``wanted`` jobs, in one round trip."""
@@ -83,8 +125,7 @@ class ClaimProtocol:
             return []
         claim = self._claim(wanted)
         while True:
-            commands = [self._finish_command(pending), claim.command] if pending else [claim.command]
-            replies = raw.Checkout(self.worker.connection).send(raw.pack(commands)).read(len(commands))
+            replies = self._read(self._send(pending, claim.command))
             error = raw.first_error(replies)
             if isinstance(error, NoScriptError):
                 # Redis restarted or flushed its scripts; none of them ran.
@@ -95,25 +136,23 @@ class ClaimProtocol:
             if pending and not self._finished(pending, replies[0], replies[-1]):
                 pending = []
                 continue
-            return self._parse_claimed(replies[-1], claim)
+            return self._parse_claimed(replies[-1])
 
     def _finished(self, pending: list[Pending], finished: list[Any], raw_claim: Any) -> bool:
         """Book the success writes; ``False`` when the claim must be made again."""
         for done, ok in zip(pending, finished, strict=True):
             self._after_finish(done, bool(ok))
         # RQ's path just enqueued dependents the claim could not see yet.
-        return bool(raw_claim) or all(finished)
+        return claims.claimed_any(raw_claim) or all(finished)
 
     def send_claim(self, pending: list[Pending], wanted: int) -> InFlight:
         """Send ``pending``'s successes and a claim of up to ``wanted`` jobs; :meth:`read_claim` reads."""
         claim = self._claim(wanted)
-        commands = [self._finish_command(pending), claim.command] if pending else [claim.command]
-        checkout = raw.Checkout(self.worker.connection).send(raw.pack(commands))
-        return InFlight(checkout, pending, wanted, claim, len(commands))
+        return InFlight(pending, wanted, self._send(pending, claim.command))
 
     def read_claim(self, inflight: InFlight) -> list[Started]:
         """Read the answer to :meth:`send_claim`: the jobs claimed (registered as executions)."""
-        replies = inflight.checkout.read(inflight.count)
+        replies = self._read(inflight.extra)
         error = raw.first_error(replies)
         if isinstance(error, NoScriptError):
             self._load_scripts()
@@ -122,20 +161,45 @@ class ClaimProtocol:
             raise error
         if inflight.pending and not self._finished(inflight.pending, replies[0], replies[-1]):
             return self.finish_and_claim([], inflight.wanted)
-        return self._parse_claimed(replies[-1], inflight.claim)
+        return self._parse_claimed(replies[-1])
+
+    def wait_and_claim(self, queue_key: str, timeout: float, wanted: int) -> list[Started]:
+        """Block until ``queue_key`` holds a job, then claim up to ``wanted`` jobs: one round trip.
+
+        The claim is sent with the wait and runs when the wait ends (Redis runs a blocked
+        client's next command after the blocking one), so a job that arrives at an idle worker
+        starts without a second round trip. The wait (``BLMOVE`` of the list onto itself)
+        takes nothing: a worker that dies waiting loses no job. A read cut short (a signal, a
+        lost connection) may leave a claim made and unread: :attr:`unsure` says so, and the
+        worker puts such jobs back (:meth:`FaultPolicy.recover_phantom_claims`).
+        """
+        claim = self._claim(wanted)
+        wait = ("BLMOVE", queue_key, queue_key, "RIGHT", "RIGHT", f"{timeout:.3f}")
+        self.unsure = True
+        self.held.send(raw.pack([wait, claim.command]), 2)
+        replies = self._replies()
+        self.unsure = False
+        error = raw.first_error(replies)
+        if isinstance(error, NoScriptError):
+            # Redis restarted or flushed its scripts: load them, then claim without waiting.
+            self._load_scripts()
+            return self.finish_and_claim([], wanted)
+        if error is not None:
+            raise error
+        return self._parse_claimed(replies[1])
 
     def salvage(self, inflight: InFlight) -> list[Started]:
         """Read a look-ahead claim left by an exception, so that its jobs are registered."""
-        raw_claim = inflight.checkout.read(inflight.count)[-1]
-        return self._parse_claimed(raw_claim, inflight.claim)
+        raw_claim = self._read(inflight.extra)[-1]
+        return self._parse_claimed(raw_claim)
 
-    def _parse_claimed(self, reply: Any, claim: claims.Claim) -> list[Started]:
+    def _parse_claimed(self, reply: Any) -> list[Started]:
         """Jobs, queues and executions of a claim script's reply, registered as this worker's."""
         worker = self.worker
         by_key = {q.key: q for q in worker.ordered_queues}
         started = []
         for queue_key, job, execution, ttl in claims.claimed_jobs(
-            reply, self.job_class, worker.connection, worker.serializer, worker.name, claim
+            reply, self.job_class, worker.connection, worker.serializer, worker.name
         ):
             if ttl > self.heartbeat.busy_ttl:
                 self.heartbeat.busy_ttl = ttl
@@ -147,20 +211,14 @@ class ClaimProtocol:
         return started
 
     def _load_scripts(self) -> None:
-        pool = self.worker.connection.connection_pool
-        connection = pool.get_connection()
-        try:
-            raw.load_scripts(connection, WORKER_SCRIPTS)
-        finally:
-            pool.release(connection)
+        self.held.load_scripts(WORKER_SCRIPTS)
 
     def flush(self, pending: list[Pending]) -> None:
         """Write ``pending``'s successes on their own (no claim)."""
         if not pending:
             return
-        command = self._finish_command(pending)
         while True:
-            replies = raw.Checkout(self.worker.connection).send(raw.pack([command])).read(1)
+            replies = self._read(self._send(pending, None))
             if isinstance(replies[0], NoScriptError):
                 self._load_scripts()
                 continue

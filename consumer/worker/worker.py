@@ -190,7 +190,8 @@ class FastWorker(WorkerInternals, SimpleWorker):
                         break
                     if self._idle_too_long(max_idle_time, idle_since):
                         break
-                    self.faults.call(self._wait_for_work, max_idle_time, idle_since, None)
+                    wanted = self._wanted(completed, max_jobs)
+                    ready = self.faults.call(self._wait_for_work, max_idle_time, idle_since, None, wanted)
                     continue
                 running, ready = ready, []
                 # 4. Batches: send the next claim (with these successes) before running this
@@ -281,7 +282,14 @@ class FastWorker(WorkerInternals, SimpleWorker):
                         continue
                     if not threads.busy and self._idle_too_long(max_idle_time, idle_since):
                         break
-                    self.faults.call(self._wait_for_work, max_idle_time, idle_since, threads)
+                    claimed = self.faults.call(
+                        self._wait_for_work, max_idle_time, idle_since, threads, wanted
+                    )
+                    for started in claimed:
+                        threads.start(started)
+                    completed += len(claimed)
+                    if claimed:
+                        idle_since = time.monotonic()
             except StopRequested:
                 self.log.info("Worker %s: stopping on request", self.name)
             # 6. Leaving (warm): claimed jobs no thread started go back to the front of their
@@ -349,12 +357,13 @@ class FastWorker(WorkerInternals, SimpleWorker):
             return None
 
     def _wait_for_work(
-        self, max_idle_time: int | None, idle_since: float, threads: JobThreads | None
-    ) -> None:
+        self, max_idle_time: int | None, idle_since: float, threads: JobThreads | None, wanted: int
+    ) -> list[Started]:
         """Block until a queue holds a job, without taking it (so nothing is lost if we die).
 
-        With jobs running on threads the wait is short, and those threads write their own
-        successes meanwhile.
+        On one queue the claim of up to ``wanted`` jobs rides behind the wait; the jobs it
+        took are returned (on several queues, none: the loop claims next). With jobs running
+        on threads the wait is short, and those threads write their own successes meanwhile.
         """
         timeout = float(self.dequeue_timeout)
         if max_idle_time is not None:
@@ -362,18 +371,16 @@ class FastWorker(WorkerInternals, SimpleWorker):
         if threads is not None and threads.busy:
             with threads.writing_their_own() as waiting:
                 if waiting:
-                    self._block_for_work(min(timeout, BUSY_WAIT_SECONDS))
-            return
+                    return self._block_for_work(min(timeout, BUSY_WAIT_SECONDS), wanted)
+            return []
         self.set_state(WorkerStatus.IDLE)
         self.procline("Listening on " + ",".join(self.queue_names()))
-        self._block_for_work(timeout)
+        return self._block_for_work(timeout, wanted)
 
-    def _block_for_work(self, timeout: float) -> None:
+    def _block_for_work(self, timeout: float, wanted: int) -> list[Started]:
         keys = [q.key for q in self.ordered_queues]
         if len(keys) == 1:
-            # BLMOVE RIGHT->RIGHT of a list onto itself is a no-op move that blocks until non-empty.
-            self.connection.blmove(keys[0], keys[0], timeout, "RIGHT", "RIGHT")
-            return
+            return self.protocol.wait_and_claim(keys[0], timeout, wanted)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stop_requested:
             # LMPOP would take the job; instead ask for lengths, then block briefly on each queue.
@@ -381,10 +388,11 @@ class FastWorker(WorkerInternals, SimpleWorker):
                 for key in keys:
                     pipe.llen(key)
                 if any(pipe.execute()):
-                    return
+                    return []
             for key in keys:
                 if self.connection.blmove(key, key, 0.2 / len(keys) + 0.05, "RIGHT", "RIGHT") is not None:
-                    return
+                    return []
+        return []
 
     def _flush_on_the_way_out(self, pending: list[Pending]) -> None:
         """One try to write the last successes; what fails is recovered as abandoned (idempotent)."""
@@ -495,6 +503,12 @@ class FastWorker(WorkerInternals, SimpleWorker):
         """Stop every thread and process with bounded waits; register the death if a master answers."""
         if self.scheduler:
             self._end_scheduler()
+        if self.protocol.unsure:
+            # A stop cut a wait short whose claim may have run: put back what it took.
+            try:
+                self.faults.recover_phantom_claims()
+            except (RedisError, OSError) as exc:
+                self.log.warning("Worker %s: could not check its last claim: %s", self.name, exc)
         self.heartbeats.stop()
         try:
             super().register_death()

@@ -1,15 +1,40 @@
 -- Claim up to N jobs for a worker, as RQ's own Worker.prepare_execution +
 -- prepare_job_execution would mark each one started.
 -- KEYS: queue keys in priority order.
--- ARGV: worker name, worker key, now (RQ date string), now (unix seconds), execution id
---       prefix, ttl for jobs without a timeout, most jobs to claim, RQ's key prefix ("rq:"),
---       "spread" to take the jobs of one claim from the queues in turn (round robin).
--- Pops job ids whose hashes still exist. Returns one {queue_key, job_id, execution_id, ttl,
--- {field, value, ...}} per claimed job (the hash as read before the status change).
+-- ARGV: worker name, worker key, (unused), (unused), execution id prefix, ttl for jobs
+--       without a timeout, most jobs to claim, RQ's key prefix ("rq:"), "spread" to take the
+--       jobs of one claim from the queues in turn (round robin).
+-- The moment the jobs start is the server's clock (TIME), not the caller's: the call may
+-- wait in the connection behind a blocking wait for work (a BLMOVE sent with it).
+-- Pops job ids whose hashes still exist. Returns {now (RQ date string), now (unix seconds),
+-- {{queue_key, job_id, execution_id, ttl, {field, value, ...}}, ...}}, one entry per claimed job
+-- (the hash as read before the status change).
 local worker = ARGV[1]
 local wkey = ARGV[2]
-local now_str = ARGV[3]
-local now = tonumber(ARGV[4])
+
+-- RQ's date format (%Y-%m-%dT%H:%M:%S.%fZ, UTC) of unix seconds + microseconds; the date is
+-- Howard Hinnant's days-to-civil algorithm (Redis' Lua has no os.date).
+local function rq_date(sec, usec)
+  local days = math.floor(sec / 86400)
+  local rem = sec - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', year, month, day,
+    math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, usec)
+end
+
+local time = redis.call('TIME')
+local sec, usec = tonumber(time[1]), tonumber(time[2])
+local now_str = rq_date(sec, usec)
+local now_unix = string.format('%d.%06d', sec, usec)
+local now = tonumber(now_unix)
 local default_ttl = tonumber(ARGV[6])
 local wanted = tonumber(ARGV[7])
 local rq = ARGV[8]
@@ -43,8 +68,8 @@ local function claim_one(qkey)
       if #claimed > 0 then exec_id = exec_id .. string.format('%04x', #claimed) end
       local comp = job_id .. ':' .. exec_id
       local ekey = rq .. 'execution:' .. comp
-      redis.call('HSET', ekey, 'id', exec_id, 'job_id', job_id, 'created_at', ARGV[4],
-                 'last_heartbeat', ARGV[4], 'worker_name', worker)
+      redis.call('HSET', ekey, 'id', exec_id, 'job_id', job_id, 'created_at', now_unix,
+                 'last_heartbeat', now_unix, 'worker_name', worker)
       redis.call('LPOP', qkey)
       redis.call('EXPIRE', ekey, ttl)
       local xkey = rq .. 'executions:' .. job_id
@@ -90,4 +115,4 @@ if #claimed > 0 then
   redis.call('HSET', wkey, 'state', 'busy', 'last_heartbeat', now_str)
   if redis.call('TTL', wkey) < max_ttl then redis.call('EXPIRE', wkey, max_ttl) end
 end
-return claimed
+return {now_str, now_unix, claimed}

@@ -13,7 +13,6 @@ from base64 import b64encode
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
 
 from redis import Redis
 from rq.defaults import DEFAULT_WORKER_TTL, UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
@@ -21,7 +20,7 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from shared.rqmodel.dates import format_date
+from shared.rqmodel.dates import format_date, new_hex_id
 from shared.rqmodel.keys import RQKeys
 from shared.rqmodel.restore import restore
 from shared.rqmodel.scripts import CLAIM, FINISH
@@ -32,11 +31,9 @@ _SUCCESSFUL = Result.Type.SUCCESSFUL.value
 
 @dataclass
 class Claim:
-    """The command that claims up to ``wanted`` jobs, and the moment it stamps them with."""
+    """The command that claims up to ``wanted`` jobs."""
 
     command: tuple[Any, ...]
-    stamp: str
-    now: datetime
 
 
 def claim(
@@ -47,11 +44,15 @@ def claim(
     By default every job comes from the first queue that has one (RQ's default strategy);
     with ``spread`` the queues take turns job by job, as RQ's round robin does across dequeues.
     """
-    now = datetime.now(UTC)
-    stamp = format_date(now)
-    args = (worker_name, worker_key, stamp, repr(now.timestamp()), uuid4().hex, DEFAULT_WORKER_TTL, wanted)
+    # The script stamps the jobs with the server's clock (it may run later, behind a wait).
+    args = (worker_name, worker_key, "", "", new_hex_id(), DEFAULT_WORKER_TTL, wanted)
     mode = "spread" if spread else "first"
-    return Claim(("EVALSHA", CLAIM.sha, len(queue_keys), *queue_keys, *args, keys.rq, mode), stamp, now)
+    return Claim(("EVALSHA", CLAIM.sha, len(queue_keys), *queue_keys, *args, keys.rq, mode))
+
+
+def claimed_any(raw: Any) -> bool:
+    """Whether a claim's reply holds a job."""
+    return bool(raw[2])
 
 
 #: One job a claim took: its queue's key, the restored job, its execution, the ttl used.
@@ -59,12 +60,15 @@ Claimed = tuple[str, Job, Execution, int]
 
 
 def claimed_jobs(
-    raw: Any, job_class: type[Job], connection: Redis, serializer: Any, worker_name: str, claim: Claim
+    raw: Any, job_class: type[Job], connection: Redis, serializer: Any, worker_name: str
 ) -> list[Claimed]:
     """The jobs of a claim's reply, restored and marked started as the script marked them."""
-    started = datetime.fromisoformat(claim.stamp[:-1]).replace(tzinfo=UTC)
+    stamp, _unix, items = raw
+    if not items:
+        return []
+    started = datetime.fromisoformat(stamp[:-1].decode()).replace(tzinfo=UTC)
     jobs = []
-    for item in raw or []:
+    for item in items:
         queue_key, job_id, exec_id = (part.decode() for part in item[:3])
         # The worker's serializer is resolved already; resolving it again per job costs a
         # Protocol isinstance check.
@@ -77,7 +81,7 @@ def claimed_jobs(
         # Inside the seam, RQ's private attributes directly (internals.py names them for the rest).
         job._status = JobStatus.STARTED
         execution = Execution(exec_id, job_id, connection, worker_name=worker_name)
-        execution.created_at = execution.last_heartbeat = claim.now
+        execution.created_at = execution.last_heartbeat = started
         execution._job = job
         jobs.append((queue_key, job, execution, int(item[3])))
     return jobs

@@ -50,5 +50,11 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
+def new_hex_id() -> str:
+    """A random UUID4 in the form ``uuid4().hex`` (RQ's execution ids), formatted directly."""
+    h = os.urandom(16).hex()
+    return f"{h[:12]}4{h[13:16]}{_VARIANT[h[16]]}{h[17:]}"
+
+
 #: The variant nibble of a UUID4 ("10xx" in binary) for each possible random hex digit.
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}

@@ -86,6 +86,7 @@ class WorkerInternals:
         """RQ's failure handling of a job that raised (retry or failed registry, callbacks)."""
         self._finalize_failure(job, queue, execution, exc_info)  # type: ignore[attr-defined]
 
+
 def death_penalty_timeout(penalty: Any) -> int:
     """The timeout a death penalty was built with."""
     return int(penalty._timeout)

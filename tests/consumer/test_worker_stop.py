@@ -108,8 +108,11 @@ def _signal_one(run: int, url: str, db_url: str, tmp_path: Path, rng: random.Ran
             assert wait_until(lambda: _idle(client, proc), 60), log_path.read_text()[-2000:]
             if phase == "busy":
                 queue = Queue(rng.choice(queues), connection=client, serializer=JSONSerializer)
-                job = queue.enqueue(pj.sleep, 1.0)
-                assert wait_until(lambda: job.get_status(refresh=True) != JobStatus.QUEUED, 30)
+                # Busy from the job function's start: a claim that ran in Redis but whose reply
+                # the worker has not read yet is put back by a stop, not run.
+                marker = tmp_path / f"job-{run}.started"
+                job = queue.enqueue(pj.sleep_marked, str(marker), 1.0)
+                assert wait_until(marker.exists, 30), log_path.read_text()[-2000:]
             time.sleep(rng.uniform(0.0, 0.5))
         signalled = time.time()
         proc.send_signal(signum)
@@ -173,8 +176,11 @@ def test_a_second_signal_stops_a_busy_worker_at_once(
         )
     try:
         assert wait_until(lambda: _idle(client, proc), 60), log_path.read_text()[-2000:]
-        job = Queue("cold", connection=client, serializer=JSONSerializer).enqueue(pj.sleep, 30)
-        assert wait_until(lambda: job.get_status(refresh=True) == JobStatus.STARTED, 30)
+        marker = tmp_path / "job.started"
+        job = Queue("cold", connection=client, serializer=JSONSerializer).enqueue(
+            pj.sleep_marked, str(marker), 30
+        )
+        assert wait_until(marker.exists, 30), log_path.read_text()[-2000:]
         proc.send_signal(signal.SIGTERM)
         time.sleep(1.2)  # RQ ignores a second signal within a second of the first
         assert proc.poll() is None, "a warm stop must wait for the running job"
