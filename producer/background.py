@@ -154,7 +154,12 @@ def init_background(app: Flask) -> None:
     """
     background = background_of(app)
     if app.config.get(CONFIG_KEY, not app.testing):
-        app.before_request(background.start_on_request)
+        # A plain function, not the bound method: ArchiveFlask remembers Flask's async check
+        # for functions only, and this hook runs on every request.
+        def _start_background() -> None:
+            background.start_on_request()
+
+        app.before_request(_start_background)
 
 
 def start_stats_thread(app: Flask) -> threading.Event:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, Response
 from sqlalchemy import select
 
 from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE
@@ -44,7 +44,7 @@ def _bulk_body_limit() -> int:
     responses={202: JobAccepted, 503: None},
     tags=("members",),
 )
-def enqueue_member(body: MemberIn, query: RoutingQuery) -> tuple[dict[str, Any], int]:
+def enqueue_member(body: MemberIn, query: RoutingQuery) -> Response:
     job_id = enqueue(
         get_state(),
         MEMBER_QUEUE,
@@ -53,7 +53,9 @@ def enqueue_member(body: MemberIn, query: RoutingQuery) -> tuple[dict[str, Any],
         body.model_dump(mode="json"),
         routing_key=query.routing_key,
     )
-    return {"jobId": job_id}, 202
+    # The body jsonify would write ({"jobId":"..."} and a newline): a job id is a UUID, nothing
+    # to escape, and the JSON provider's round costs about 4 us of a request's CPU.
+    return Response(f'{{"jobId":"{job_id}"}}\n', 202, mimetype="application/json")
 
 
 @bp.post("/queue/members/bulk")

@@ -24,6 +24,9 @@ def test_enqueue_member_answers_202_with_job_id(client: FlaskClient, r: redis.Re
     response = client.post("/queue/members", json={"name": "Kim", "age": 30, "email": "kim@example.com"})
     assert response.status_code == 202
     job_id = response.get_json()["jobId"]
+    # Byte for byte what jsonify answers.
+    assert response.data == json.dumps({"jobId": job_id}, separators=(",", ":")).encode() + b"\n"
+    assert response.mimetype == "application/json"
     queue = Queue(MEMBER_QUEUE, connection=r, serializer=JSONSerializer)
     assert queue.job_ids == [job_id]
     job = queue.fetch_job(job_id)
