@@ -22,10 +22,11 @@ What it changes (docs/worker.md):
 Failures, retries, ``Retry`` results, jobs with dependents, ``result_ttl=0``, repeats and
 rate-limited jobs take RQ's own code paths unchanged.
 
-The loop is :class:`.worker.FastWorker`; what it holds: :mod:`.protocol` (claim and finish),
-:mod:`.execution` (running a job, timeouts, stops), :mod:`.threads` (job threads),
-:mod:`.faults` (the fault policy), :mod:`.heartbeats` (liveness), :mod:`.commands` (``rq``'s
-commands). Everything it knows about RQ's storage is in :mod:`shared.rqmodel`.
+The loop is :class:`.worker.FastWorker` (RQ's worker methods it overrides: :mod:`.base`);
+what it holds: :mod:`.protocol` (claim and finish), :mod:`.execution` (running a job,
+timeouts, stops), :mod:`.threads` (job threads), :mod:`.faults` (the fault policy),
+:mod:`.heartbeats` (liveness), :mod:`.commands` (``rq``'s commands), :mod:`.waits` (waiting on
+several queues). Everything it knows about RQ's storage is in :mod:`shared.rqmodel`.
 """
 
 from consumer.worker.execution import JobStopped, WorkHorseKilled

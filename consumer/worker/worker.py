@@ -4,48 +4,42 @@ The loop holds its collaborators: :class:`~.protocol.ClaimProtocol` (claim and f
 round trip), :class:`~.execution.JobRunner` (a job in this process: timeouts, stops),
 :class:`~.faults.FaultPolicy` (a lost master, a read-only replica, a full Redis, a lost claim
 reply), :class:`~.heartbeats.Heartbeat` (liveness and dead-worker recovery),
-:class:`~.commands.CommandListener` (``rq``'s commands) and, with ``WORKER_CONCURRENCY`` > 1,
-:class:`~.threads.JobThreads`. Stop requests follow RQ: SIGINT or SIGTERM stops an idle worker
-at once and a busy one after the job(s) it runs; a second signal stops it at once.
+:class:`~.commands.CommandListener` (``rq``'s commands), :class:`~.waits.QueueWaits` (a wait
+on several queues at once) and, with ``WORKER_CONCURRENCY`` > 1, :class:`~.threads.JobThreads`.
+Stop requests follow RQ: SIGINT or SIGTERM stops an idle worker at once and a busy one after
+the job(s) it runs; a second signal stops it at once. The methods of RQ's worker that RQ's own
+code calls (its CLI, signal handlers and commands) are in :mod:`.base`.
 """
 
 from __future__ import annotations
 
 import atexit
 import gc
-import os
-import signal
 import threading
 import time
 from typing import Any
 
-from redis.client import Pipeline
 from redis.exceptions import OutOfMemoryError, RedisError
-from rq.command import parse_payload
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
-from rq.suspension import is_suspended
 from rq.timeouts import UnixSignalDeathPenalty
-from rq.worker import SimpleWorker
 from rq.worker.base import DequeueStrategy, WorkerStatus
 
 from shared.connections import UNAVAILABLE_ERRORS, quick_retry, ride_out
-from shared.keys import KEYS, Keys
-from shared.rqmodel.internals import WorkerInternals, scheduler_process
 
 from ..context import get_settings
+from .base import RQWorkerBase
 from .commands import CommandListener
 from .execution import AlarmDeathPenalty, JobRunner, WatchdogDeathPenalty
 from .faults import REDIS_FAULTS, FaultPolicy
 from .heartbeats import Heartbeat
 from .protocol import ClaimProtocol, InFlight, Pending, Started
 from .threads import JobThreads
+from .waits import QueueWaits
 
-#: Seconds a stop waits for RQ's scheduler process before killing it.
-SCHEDULER_STOP_SECONDS = 2.0
 #: Longest blocking wait for work while jobs run on threads (their successes are written meanwhile).
 BUSY_WAIT_SECONDS = 1.0
 
@@ -56,15 +50,11 @@ BUSY_WAIT_SECONDS = 1.0
 atexit.register(gc.freeze)
 
 
-class FastWorker(WorkerInternals, SimpleWorker):
+class FastWorker(RQWorkerBase):
     """An RQ worker that claims and finishes each job in one round trip, without forking."""
 
     #: Seconds between suspension checks (RQ's own worker classes check before every job).
     suspension_check_interval = 1.0
-    #: The key names of the namespace this worker serves.
-    keys: Keys = KEYS
-    #: Seconds without a master before the worker exits; ``None`` means ``WORKER_MASTER_TIMEOUT``.
-    master_timeout: float | None = None
 
     def __init__(
         self,
@@ -104,26 +94,9 @@ class FastWorker(WorkerInternals, SimpleWorker):
         self.commands = CommandListener(
             self.connection, self.pubsub_channel_name, self.handle_payload, self.name
         )
+        self.waits = QueueWaits(self.connection)
         self._suspension_checked_at = 0.0
         self._scheduler_stopping = False
-
-    @property
-    def dequeue_timeout(self) -> int:
-        """Block on the master for at most half the master timeout (RQ: the worker TTL - 15 s).
-
-        A master that stops answering without closing the connection (stopped, partitioned)
-        then shows up as a socket timeout well within ``WORKER_MASTER_TIMEOUT``.
-        """
-        return max(1, min(self.worker_ttl - 15, int(float(self.master_timeout or 60) / 2)))
-
-    def queue_for(self, name: str) -> Queue:
-        """The queue called ``name``, with this worker's connection, classes and serializer."""
-        for queue in self.queues:
-            if queue.name == name:
-                return queue
-        return self.queue_class(
-            name, connection=self.connection, job_class=self.job_class, serializer=self.serializer
-        )
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -381,17 +354,8 @@ class FastWorker(WorkerInternals, SimpleWorker):
         keys = [q.key for q in self.ordered_queues]
         if len(keys) == 1:
             return self.protocol.wait_and_claim(keys[0], timeout, wanted)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.stop_requested:
-            # LMPOP would take the job; instead ask for lengths, then block briefly on each queue.
-            with self.connection.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.llen(key)
-                if any(pipe.execute()):
-                    return []
-            for key in keys:
-                if self.connection.blmove(key, key, 0.2 / len(keys) + 0.05, "RIGHT", "RIGHT") is not None:
-                    return []
+        # Several queues: a wait on each at once; the loop's next claim takes the job.
+        self.waits.wait(keys, timeout)
         return []
 
     def _flush_on_the_way_out(self, pending: list[Pending]) -> None:
@@ -407,133 +371,3 @@ class FastWorker(WorkerInternals, SimpleWorker):
                 len(pending),
                 exc,
             )
-
-    # -- RQ's worker, through the fault policy --------------------------------------------------
-
-    def register_birth(self) -> None:
-        """Wait for a master at start-up instead of crashing."""
-        self.faults.call(super().register_birth)
-
-    def subscribe(self) -> None:
-        """Listen to ``rq``'s commands once a master answers."""
-        self.faults.call(self.commands.start)
-        # RQ's names for the subscription and its thread, which its tools and tests look at.
-        self.pubsub = self.commands.pubsub
-        self.pubsub_thread = self.commands.thread
-
-    def unsubscribe(self) -> None:
-        """Stop listening, waiting at most about a second."""
-        self.commands.stop()
-
-    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
-        """A state write outside a pipeline waits for a master instead of ending the worker."""
-        if pipeline is not None:
-            super().set_state(state, pipeline)
-            return
-        self.faults.call(super().set_state, state)
-
-    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
-        """A heartbeat outside a pipeline waits for a master instead of ending the work loop."""
-        if pipeline is not None:
-            super().heartbeat(timeout, pipeline)
-            return
-        self.faults.call(super().heartbeat, timeout)
-
-    def check_for_suspension(self, burst: bool) -> None:
-        """Like RQ's, without a worker heartbeat (the heartbeat thread keeps the worker alive)."""
-        before_state = None
-        notified = False
-        while not self.stop_requested and is_suspended(self.connection):
-            if burst:
-                self.log.info("Worker %s: suspended in burst mode, exiting", self.name)
-                raise StopRequested
-            if not notified:
-                self.log.info("Worker %s: suspended, run `rq resume` to resume", self.name)
-                before_state = self.get_state()
-                self.set_state(WorkerStatus.SUSPENDED)
-                notified = True
-            time.sleep(1)
-        if before_state:
-            self.set_state(before_state)
-
-    def run_maintenance_tasks(self) -> None:
-        """Registry clean-up; after a lost master it runs again next time."""
-        try:
-            super().run_maintenance_tasks()
-        except UNAVAILABLE_ERRORS as exc:
-            self.faults.wait_for_master(exc)
-        except OutOfMemoryError as exc:
-            self.log.warning("Worker %s: registry clean-up put off, Redis is full: %s", self.name, exc)
-
-    # -- commands and stops ---------------------------------------------------------------------
-
-    def handle_payload(self, message: Any) -> None:
-        """Commands from ``rq`` (listener thread); ``kill-horse`` fails the running job, as RQ's does."""
-        payload = parse_payload(message)
-        if payload.get("command") != "kill-horse":
-            super().handle_payload(message)
-            return
-        self.log.info("Received kill horse command.")
-        if self.runner.kill():
-            self.log.info("Killing horse...")
-        elif self.runner.running:
-            self.log.warning("Jobs run on threads (WORKER_CONCURRENCY > 1): kill horse command ignored")
-        else:
-            self.log.info("Worker is not working, kill horse command ignored")
-
-    def kill_horse(self, sig: signal.Signals = signal.SIGKILL) -> None:
-        """Stop the running job (there is no horse): raise :class:`JobStopped` inside it."""
-        self.runner.stop()
-
-    def stop_scheduler(self) -> None:
-        """Ask RQ's scheduler process to stop (SIGTERM); :meth:`teardown` waits for it, bounded.
-
-        RQ calls this from its signal handler too, while a job runs: it must not block there.
-        """
-        process = scheduler_process(self)
-        if process is None or not process.pid or self._scheduler_stopping:
-            return
-        self._scheduler_stopping = True
-        try:
-            os.kill(process.pid, signal.SIGTERM)
-        except OSError:
-            pass
-
-    def teardown(self) -> None:
-        """Stop every thread and process with bounded waits; register the death if a master answers."""
-        if self.scheduler:
-            self._end_scheduler()
-        if self.protocol.unsure:
-            # A stop cut a wait short whose claim may have run: put back what it took.
-            try:
-                self.faults.recover_phantom_claims()
-            except (RedisError, OSError) as exc:
-                self.log.warning("Worker %s: could not check its last claim: %s", self.name, exc)
-        self.heartbeats.stop()
-        try:
-            super().register_death()
-        except (RedisError, OSError) as exc:
-            self.log.warning("Worker %s: could not register its death: %s", self.name, exc)
-        self.commands.stop()
-
-    def _end_scheduler(self) -> None:
-        """End RQ's scheduler process at once, then release its locks from here.
-
-        RQ's scheduler notices SIGTERM only after its one-second sleep, then writes its way
-        out: on a busy machine that took 1 to 2.5 s of every stop. Its moves of due jobs are
-        single transactions, so killing it loses none; the locks are released here, after the
-        kill, so that it cannot take them again on its way down.
-        """
-        process = scheduler_process(self)
-        if process is not None and process.pid:
-            if process.is_alive():
-                process.kill()
-            process.join(SCHEDULER_STOP_SECONDS)
-        scheduler = self.scheduler
-        if scheduler is None:
-            return
-        try:
-            scheduler.release_locks()
-            scheduler.register_death()
-        except (RedisError, OSError) as exc:
-            self.log.warning("Worker %s: could not release the scheduler's locks: %s", self.name, exc)

@@ -369,3 +369,32 @@ def test_plain_rq_worker_with_fast_worker_logs_on_rqs_logger(
         cwd=ROOT,
     )
     assert quiet.returncode == 0 and "done, quitting" not in quiet.stdout + quiet.stderr
+
+
+# --- waiting on several queues -------------------------------------------------------------------
+
+
+def test_a_worker_on_several_queues_wakes_for_a_job_on_any_of_them(r: redis.Redis, worker_env: Any) -> None:
+    queues = [Queue(name, connection=r, serializer=JSONSerializer) for name in ("high", "default", "low")]
+    worker = FastWorker(queues, connection=r, serializer=JSONSerializer)
+    keys = [queue.key for queue in queues]
+    try:
+        # Nothing queued: the wait times out, one blocked BLMOVE per queue stays for the next wait.
+        assert worker.waits.wait(keys, 0.1) is False
+        assert int(r.info("clients")["blocked_clients"]) == 3
+        woke: list[bool] = []
+        waiter = threading.Thread(target=lambda: woke.append(worker.waits.wait(keys, 10)))
+        waiter.start()
+        time.sleep(0.05)
+        queues[2].enqueue(pj.add, 1, 2)
+        waiter.join(10)
+        assert woke == [True]
+        # The job is still queued (the wait takes nothing); the other two waits stay blocked.
+        assert r.llen(queues[2].key) == 1
+        assert int(r.info("clients")["blocked_clients"]) == 2
+    finally:
+        worker.waits.close()
+    deadline = time.monotonic() + 5
+    while int(r.info("clients")["blocked_clients"]) != 0:
+        assert time.monotonic() < deadline, "close() left a wait blocked"
+        time.sleep(0.01)
