@@ -68,8 +68,7 @@ MEANINGS: dict[str, str | tuple[str, str]] = {
     "REDIS_PASSWORD": "password of the queue's Redis (and its replicas)",
     "REDIS_SOCKET_TIMEOUT": "seconds a Redis command may wait for its reply",
     "REDIS_CLUSTER_NODES": (
-        "Redis Cluster seed nodes; when set, the queue's Redis is the cluster "
-        "([Redis Cluster](cluster.md))"
+        "Redis Cluster seed nodes; when set, the queue's Redis is the cluster ([Redis Cluster](cluster.md))"
     ),
     "QUEUE_NAMESPACES": (
         "one namespace per queue",
@@ -306,8 +305,16 @@ _ENV_READ = re.compile(
     r"""(?:environ(?:\.get)?\s*[\[(]\s*|getenv\(\s*|envvar\s*=\s*|^[A-Z_]*_ENV\s*=\s*)["']([A-Z][A-Z0-9_]+)["']""",
     re.MULTILINE,
 )
-#: WSGI environ keys, not environment variables.
-_WSGI_KEYS = {"PATH_INFO", "RAW_URI", "REQUEST_URI", "SCRIPT_NAME", "QUERY_STRING"}
+#: WSGI environ keys (and request headers, ``HTTP_*``), not environment variables.
+_WSGI_KEYS = {
+    "PATH_INFO",
+    "RAW_URI",
+    "REQUEST_URI",
+    "SCRIPT_NAME",
+    "QUERY_STRING",
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+}
 
 
 def environment_reads(root: Path = ROOT) -> dict[str, list[str]]:
@@ -316,7 +323,7 @@ def environment_reads(root: Path = ROOT) -> dict[str, list[str]]:
     for package in CODE_PACKAGES:
         for path in sorted((root / package).rglob("*.py")):
             for name in _ENV_READ.findall(path.read_text(encoding="utf-8")):
-                if name not in _WSGI_KEYS:
+                if name not in _WSGI_KEYS and not name.startswith("HTTP_"):
                     reads.setdefault(name, []).append(str(path.relative_to(root)))
     return reads
 

@@ -24,7 +24,7 @@ from shared.cli.probe import probe
 from shared.constants import ALL_QUEUES, MEMBER_QUEUE
 from shared.exceptions import ArchiveError, ConfigurationError
 from shared.settings import Settings
-from shared.stack.local import Stack, monitor_argv, producer_argv, worker_argv
+from shared.stack.local import HTTP_THREADS, Stack, monitor_argv, producer_argv, worker_argv
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +76,18 @@ def _exec(argv: list[str], env: dict[str, str]) -> None:
 
 @main.command()
 @listen_options
-@click.option("--workers", "-w", "http_workers", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 256), help="Threads each.")
+@click.option(
+    "--workers",
+    "-w",
+    "http_workers",
+    type=click.IntRange(1, 64),
+    help="Server processes.  [default: CPUs + 1]",
+)
+@click.option(
+    "--threads", default=HTTP_THREADS, show_default=True, type=click.IntRange(1, 256), help="Threads each."
+)
 @pass_context
-def serve(obj: Context, host: str, port: int, http_workers: int, threads: int) -> None:
+def serve(obj: Context, host: str, port: int, http_workers: int | None, threads: int) -> None:
     """Serve the producer API with granian (worker processes of threads, keep-alive connections)."""
     env = dict(os.environ, REDIS_URL=obj.settings.redis_url)
     if obj.settings.cluster_nodes and "RQ_KEY_PREFIX" not in env:

@@ -73,7 +73,20 @@ def monitor_argv() -> list[str]:
     return [sys.executable, "-m", "consumer.recovery"]
 
 
-def producer_argv(host: str, port: int, workers: int = 2, threads: int = 4) -> list[str]:
+#: The producer's Python threads per granian process. On 2 cores, 3 processes of 2 threads served
+#: ``POST /queue/members`` at 5,100-5,200 req/s, 2 of 4 at 4,300, 4 of 1 at 4,800, 6 of 1 at
+#: 4,800, 4 of 2 at 5,300 (``bench.http``, 2 interleaved rounds of 5 s each): a thread that
+#: waits on its Redis round trip hands the GIL to another, and fewer threads per process switch
+#: less, while a spare process keeps the cores busy during the waits.
+HTTP_THREADS = 2
+
+
+def http_workers() -> int:
+    """The producer's default number of granian processes: one per CPU, plus one."""
+    return (os.cpu_count() or 1) + 1
+
+
+def producer_argv(host: str, port: int, workers: int | None = None, threads: int = HTTP_THREADS) -> list[str]:
     """The producer under granian: ``workers`` processes of ``threads`` threads, keep-alive.
 
     Granian parses HTTP in Rust and hands each request to a Python thread, so the Python
@@ -92,7 +105,7 @@ def producer_argv(host: str, port: int, workers: int = 2, threads: int = 4) -> l
         "--port",
         str(port),
         "--workers",
-        str(workers),
+        str(workers if workers is not None else http_workers()),
         "--blocking-threads",
         str(threads),
         "--backlog",

@@ -250,3 +250,7 @@ def test_serve_runs_granian_with_keep_alive_and_optional_access_log(monkeypatch:
     assert "--http1-keep-alive" in argv and "--factory" in argv and "--access-log" not in argv
     monkeypatch.setenv("SERVER_ACCESS_LOG", "1")
     assert "--access-log" in producer_argv("127.0.0.1", 1111)
+    # By default one process per CPU plus one, of two threads each.
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    argv = producer_argv("127.0.0.1", 1111)
+    assert argv[argv.index("--workers") + 1] == "7" and argv[argv.index("--blocking-threads") + 1] == "2"
