@@ -114,7 +114,10 @@ PEERS: dict[str, Peer] = {
             "ours", "redis-archive FastWorker (RQ {v})", "main", "rq_jobs", "rq",
             (*RQ_WORKER, "consumer.worker.FastWorker", "bench"),
             stores=RQ_STORES + "; one script call claims a job, one records its success",
-            waits="blocks on the queue (BLMOVE onto itself), then claims; no prefetch (WORKER_BATCH=1)",
+            waits=(
+                "blocks on the queue (BLMOVE onto itself) with the claim queued behind it, one round"
+                " trip; no prefetch (WORKER_BATCH=1)"
+            ),
         ),
         Peer(
             "rq", "RQ {v} SimpleWorker", "main", "rq_jobs", "rq",

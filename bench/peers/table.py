@@ -141,7 +141,8 @@ def caveats(results: Results, redis_version: str) -> list[str]:
         f"- (d): the worker starts first and runs {WARMUP} warm-up jobs; then the producer enqueues"
         " one job at a time on a fixed schedule and notes when each enqueue call returned; latency"
         " is the job's own start stamp minus that (one clock). A worker that falls behind the"
-        " trickle measures its backlog.",
+        " trickle measures its backlog. A job can start before its enqueue call has returned"
+        " (a negative latency): the worker's reply and the producer's leave Redis together.",
         "- (b): Celery --pool solo and RQ's SimpleWorker run one job at a time and sit out. Sync"
         " peers sleep with time.sleep(0.01) on threads (ours, Celery's threads pool, Dramatiq,"
         " huey); SAQ and arq await asyncio.sleep(0.01); node peers await a 10 ms setTimeout.",
