@@ -348,6 +348,10 @@ class FastWorker(RQWorkerBase):
             return []
         self.set_state(WorkerStatus.IDLE)
         self.procline("Listening on " + ",".join(self.queue_names()))
+        if self.stop_requested:
+            # Asked while busy a moment ago (the claim that found nothing): idle now, so stop
+            # at once, as a signal from here on does, rather than after the wait's timeout.
+            raise StopRequested()
         return self._block_for_work(timeout, wanted)
 
     def _block_for_work(self, timeout: float, wanted: int) -> list[Started]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -41,7 +42,7 @@ QUEUE = "parity"
 def _batch_run(r: redis.Redis, jobs: list[Job], worker: FastWorker, **work: Any) -> dict[str, Any]:
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        worker.work(burst=True, **work)
+        worker.work(**{"burst": True, **work})
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -398,3 +399,25 @@ def test_a_worker_on_several_queues_wakes_for_a_job_on_any_of_them(r: redis.Redi
     while int(r.info("clients")["blocked_clients"]) != 0:
         assert time.monotonic() < deadline, "close() left a wait blocked"
         time.sleep(0.01)
+
+
+@pytest.mark.parametrize("names", [["one"], ["high", "default", "low"]], ids=["one-queue", "three-queues"])
+def test_a_stop_that_comes_while_the_claim_finds_nothing_does_not_wait_for_work(
+    r: redis.Redis, worker_env: Any, monkeypatch: pytest.MonkeyPatch, names: list[str]
+) -> None:
+    queues = [Queue(name, connection=r, serializer=JSONSerializer) for name in names]
+    worker = FastWorker(queues, connection=r, serializer=JSONSerializer, master_timeout=60)
+    assert worker.dequeue_timeout == 30
+    real = ClaimProtocol.finish_and_claim
+
+    def signalled_during_the_claim(self: Any, pending: Any, wanted: int) -> Any:
+        claimed = real(self, pending, wanted)
+        os.kill(os.getpid(), signal.SIGTERM)  # the worker is busy here: RQ's handler only flags it
+        return claimed
+
+    monkeypatch.setattr(ClaimProtocol, "finish_and_claim", signalled_during_the_claim)
+    started = time.monotonic()
+    _batch_run(r, [], worker, burst=False)
+    # Idle right after, it stops at once instead of blocking for its 30 s wait.
+    assert time.monotonic() - started < 10
+    assert r.zcard(KEYS.heartbeats) == 0
