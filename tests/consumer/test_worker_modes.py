@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,11 +28,13 @@ from rq.worker.base import DequeueStrategy
 from consumer.worker import FastWorker
 from consumer.worker.protocol import ClaimProtocol
 from shared import stats
+from shared.connections import UNAVAILABLE_ERRORS
 from shared.keys import KEYS
 from shared.rqmodel import restore as restore_module
 from shared.rqmodel.restore import restore
+from shared.stack.procs import free_port
 from tests import parity_jobs as pj
-from tests.servers import ROOT
+from tests.servers import ROOT, start_redis
 
 QUEUE = "parity"
 
@@ -421,3 +424,37 @@ def test_a_stop_that_comes_while_the_claim_finds_nothing_does_not_wait_for_work(
     # Idle right after, it stops at once instead of blocking for its 30 s wait.
     assert time.monotonic() - started < 10
     assert r.zcard(KEYS.heartbeats) == 0
+
+
+def test_a_master_demoted_while_the_worker_waits_is_a_lost_master(
+    tmp_path: Path, worker_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # REPLICAOF ends the waits of clients blocked in a write (BLMOVE): Redis 7 answers UNBLOCKED
+    # and closes the connection. The worker's fault policy must see a lost master in that.
+    server = start_redis(tmp_path / "demoted")
+    client = server.client()
+    try:
+        queue = Queue(QUEUE, connection=client, serializer=JSONSerializer)
+        worker = FastWorker([queue], connection=client, serializer=JSONSerializer)
+        assert worker.protocol.finish_and_claim([], 1) == []
+        raised: list[BaseException] = []
+
+        def wait() -> None:
+            try:
+                worker.protocol.wait_and_claim(queue.key, 10, 1)
+            except BaseException as exc:  # noqa: BLE001 - the test looks at what it is
+                raised.append(exc)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while int(client.info("clients")["blocked_clients"]) == 0:
+            assert time.monotonic() < deadline, "the wait never blocked"
+            time.sleep(0.01)
+        client.replicaof("127.0.0.1", free_port())  # a master that is not there
+        waiter.join(10)
+        assert not waiter.is_alive()
+        assert len(raised) == 1 and isinstance(raised[0], UNAVAILABLE_ERRORS), raised
+    finally:
+        client.close()
+        server.kill()
