@@ -77,10 +77,14 @@ def _restore(job: Job, data: dict[bytes, bytes]) -> None:
         raw = data[b"data"]
     except KeyError:
         raise NoSuchJobError(f"Unexpected job format: {data}") from None
-    try:
-        job.data = zlib.decompress(raw)
-    except zlib.error:
+    if raw[:1] == b"[":
+        # A JSON payload stored as it is (writes.compress): no zlib header starts with "[".
         job.data = raw
+    else:
+        try:
+            job.data = zlib.decompress(raw)
+        except zlib.error:
+            job.data = raw
     job.created_at = parse_date(v) if (v := get(b"created_at")) else now()
     job.origin = v.decode() if (v := get(b"origin")) else ""
     job.worker_name = v.decode() if (v := get(b"worker_name")) else None

@@ -28,7 +28,7 @@ from producer.state import get_state
 from shared.connections import raw
 from shared.constants import CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, MEMBER_QUEUE
 from shared.rqmodel.dates import new_id
-from shared.rqmodel.writes import SMALL_PAYLOAD, compress
+from shared.rqmodel.writes import RAW_PAYLOAD, SMALL_PAYLOAD, compress
 
 VOLATILE = {b"created_at", b"enqueued_at"}
 
@@ -43,7 +43,9 @@ def test_enqueue_writes_the_job_hash_rq_writes(app: Flask, r: redis.Redis) -> No
         )
     mine, theirs = r.hgetall(f"rq:job:{ours}"), r.hgetall(theirs_job.key)
     assert set(mine) == set(theirs)
-    assert zlib.decompress(mine.pop(b"data")) == zlib.decompress(theirs.pop(b"data"))
+    # A small payload is stored as it is, RQ's compressed: RQ reads both back the same.
+    assert mine.pop(b"data") == zlib.decompress(theirs.pop(b"data"))
+    assert Job.fetch(ours, connection=r, serializer=JSONSerializer).data == theirs_job.data
     assert {k: v for k, v in mine.items() if k not in VOLATILE} == {
         k: v for k, v in theirs.items() if k not in VOLATILE
     }
@@ -152,12 +154,30 @@ def test_timestamps_parse_as_rq_writes_them(app: Flask, r: redis.Redis) -> None:
     assert job.origin == MEMBER_QUEUE
 
 
-@pytest.mark.parametrize("size", [0, 1, 100, 511, 512, 513, 5000])
+@pytest.mark.parametrize("size", [0, 1, 100, 128, 129, 511, 512, 513, 5000])
 def test_job_data_decompresses_as_rqs(size: int) -> None:
     raw = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-    assert zlib.decompress(compress(raw)) == raw
+    if size <= RAW_PAYLOAD:
+        assert compress(raw) == raw
+    else:
+        assert zlib.decompress(compress(raw)) == raw
     if size > SMALL_PAYLOAD:
         assert compress(raw) == zlib.compress(raw)
+
+
+@pytest.mark.parametrize("name_length", [1, 60, 600])
+def test_rq_reads_job_data_of_every_size_as_it_was_enqueued(app: Flask, r: redis.Redis, name_length: int) -> None:
+    payload = {"name": "n" * name_length, "age": 7, "email": None}
+    with app.app_context():
+        job_id = enqueue(get_state(), MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, payload)
+    stored = r.hget(f"rq:job:{job_id}", "data")
+    assert stored is not None
+    # Small payloads are stored as they are, larger ones compressed as RQ compresses them.
+    assert stored.startswith(b"[") == (name_length < 60)
+    job = Job.fetch(job_id, connection=r, serializer=JSONSerializer)
+    assert job.func_name == CREATE_MEMBER_JOB
+    assert list(job.args) == [payload]
+    assert job.kwargs == {}
 
 
 def test_each_thread_keeps_one_connection_and_survives_a_kill(app: Flask, r: redis.Redis) -> None:
