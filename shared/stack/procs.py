@@ -40,8 +40,15 @@ def spawn(
     stdout: int | None = None,
     stderr: int | None = None,
     cwd: str | None = None,
+    session: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in its own process group, killed when this process dies."""
+    """Start ``argv`` in its own process group, killed when this process dies.
+
+    ``session``: in a session of its own too (``setsid``; its process group is then still its
+    own). Linux's autogroup scheduler shares the CPU between sessions first and between threads
+    within one: a server started in the caller's session competes thread by thread with
+    everything else the caller started, as no deployed service does.
+    """
     logger.debug("spawn %s", " ".join(argv))
     return subprocess.Popen(
         list(argv),
@@ -49,7 +56,8 @@ def spawn(
         stdout=stdout,
         stderr=stderr,
         cwd=cwd,
-        process_group=0,
+        process_group=None if session else 0,
+        start_new_session=session,
         preexec_fn=_die_with_parent if os.name == "posix" else None,  # noqa: PLW1509
     )
 

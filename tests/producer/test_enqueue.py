@@ -166,7 +166,9 @@ def test_job_data_decompresses_as_rqs(size: int) -> None:
 
 
 @pytest.mark.parametrize("name_length", [1, 60, 600])
-def test_rq_reads_job_data_of_every_size_as_it_was_enqueued(app: Flask, r: redis.Redis, name_length: int) -> None:
+def test_rq_reads_job_data_of_every_size_as_it_was_enqueued(
+    app: Flask, r: redis.Redis, name_length: int
+) -> None:
     payload = {"name": "n" * name_length, "age": 7, "email": None}
     with app.app_context():
         job_id = enqueue(get_state(), MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, payload)
