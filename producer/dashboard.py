@@ -6,7 +6,8 @@ request. Those endpoints are replaced here by versions that use the app's client
 :class:`~rq.serializers.JSONSerializer`; the job listings are checked before the shipped views
 run (an unknown registry or a page size of 0 is a 4xx, not an exception in rq-dashboard), and
 compacting a queue with no waiting jobs has nothing to do; the rest of the blueprint is used as
-shipped.
+shipped. A job another serializer wrote (plain RQ's default, pickle) is listed and shown with
+what can be read without unpickling it: its status, times, description and error.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from rq import Queue, Worker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, validate_job_id
 from rq.registry import BaseRegistry
+from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq_dashboard import web as rq_web
 from werkzeug.datastructures import Authorization
@@ -32,6 +34,7 @@ from shared.settings import Settings
 from .auth import token_matches
 from .error_handlers import error_response
 from .exceptions import ApiError, ResourceNotFound
+from .jobs import UNREADABLE
 from .state import get_state
 
 logger = logging.getLogger(__name__)
@@ -214,6 +217,25 @@ def _check_listing(registry_name: str, per_page: str | int, order: str, page: st
         raise ApiError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
 
 
+_shipped_serialize_job = rq_web.serialize_job
+
+
+def serialize_job(job: Job) -> dict[str, Any]:
+    """rq-dashboard's row of a listed job, also for a job whose return value is not JSON."""
+    try:
+        return _shipped_serialize_job(job)  # type: ignore[no-any-return]
+    except UNREADABLE:
+        # Only a successful result holds a value to decode, and such a result has no exc_info.
+        return {
+            "id": job.id,
+            "created_at": rq_web.serialize_date(job.created_at),
+            "started_at": rq_web.serialize_date(job.started_at),
+            "ended_at": rq_web.serialize_date(job.ended_at),
+            "exc_info": None,
+            "description": rq_web.format_job_description(job),
+        }
+
+
 def list_jobs(
     instance_number: int, queue_name: str, registry_name: str, per_page: str, order: str, page: str
 ) -> Any:
@@ -270,7 +292,14 @@ def empty_queue(queue_name: str, registry_name: str) -> Any:
 def job_info(instance_number: int, job_id: str) -> Any:
     """One job as JSON (the shipped view assumes byte dependency ids)."""
     job = _fetch(job_id)
-    latest = job.latest_result()
+    try:
+        latest = job.latest_result()
+    except UNREADABLE:
+        latest = None  # a return value another serializer stored (plain RQ's default, pickle)
+    try:
+        metadata = current_app.json.dumps(job.get_meta())
+    except UNREADABLE:
+        metadata = "(not JSON: written by another serializer)"
     data: dict[str, Any] = {
         "id": job.id,
         "created_at": rq_web.serialize_date(job.created_at),
@@ -279,10 +308,10 @@ def job_info(instance_number: int, job_id: str) -> Any:
         "ended_at": rq_web.serialize_date(job.ended_at),
         "origin": job.origin,
         "status": job.get_status(),
-        "result": job.return_value(),
+        "result": latest.return_value if latest and latest.type == Result.Type.SUCCESSFUL else None,
         "exc_info": latest.exc_string if latest else None,
         "description": rq_web.format_job_description(job),
-        "metadata": current_app.json.dumps(job.get_meta()),
+        "metadata": metadata,
     }
     dependencies = [str(dep) for dep in job.dependency_ids]
     if dependencies:
@@ -339,6 +368,8 @@ def init_dashboard(app: Flask) -> None:
     """Mount rq-dashboard at :data:`URL_PREFIX` on ``app``'s Redis, behind :func:`check_access`."""
     state = app.extensions["redis_archive"]
     rq_web.config.serializer = JSONSerializer
+    # The shipped listing calls the module's serialize_job for every row.
+    rq_web.serialize_job = serialize_job
     app.config.setdefault("RQ_DASHBOARD_POLL_INTERVAL", 2500)
     app.config["RQ_DASHBOARD_REDIS_URL"] = (describe(state.dashboard_redis),)
     app.config["RQ_DASHBOARD_DISABLE_DELETE"] = state.settings.dashboard_read_only

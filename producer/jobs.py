@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
@@ -49,14 +49,38 @@ def error_summary(job: Job) -> str | None:
     return lines[-1] if lines else None
 
 
+#: What reading a job's data, meta or result raises when another serializer wrote it (plain RQ's
+#: default, pickle): the producer reads JSON only and never unpickles what it finds in Redis.
+UNREADABLE = (DeserializationError, ValueError)
+
+
+def job_name(job: Job) -> str:
+    """The job's name: its ``meta`` name, else its function, else (data not JSON) its description."""
+    name = job.meta.get("name")
+    if name:
+        return str(name)
+    try:
+        return job.func_name
+    except UNREADABLE:
+        return job.description or ""
+
+
+def readable_result(job: Job) -> Any:
+    """The job's return value, or ``None`` when it has none or it was not stored as JSON."""
+    try:
+        return job.return_value()
+    except UNREADABLE:
+        return None
+
+
 def job_json(job: Job) -> dict[str, Any]:
     """The public view of ``job``."""
     status = job.get_status(refresh=False)
     attempts, max_attempts = attempts_of(job, status)
-    result = job.return_value() if status == JobStatus.FINISHED else None
+    result = readable_result(job) if status == JobStatus.FINISHED else None
     return {
         "id": job.id,
-        "name": str(job.meta.get("name") or job.func_name),
+        "name": job_name(job),
         "queue": job.origin,
         "status": status.value,
         "createdAt": _iso(job.created_at),

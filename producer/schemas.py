@@ -113,7 +113,11 @@ class JobInfo(BaseModel):
     endedAt: str | None
     attempts: int
     maxAttempts: int
-    result: Any = None
+    result: Any = Field(
+        None,
+        description="The return value once finished; null before, and for a job not stored as JSON "
+        "(enqueued by plain RQ with its default serializer: its status and times are read, its data never)",
+    )
     error: str | None = None
 
 

@@ -278,3 +278,27 @@ def test_non_ascii_secrets(settings: Settings) -> None:
         assert client.get("/dashboard/redis", headers=basic("admin", "passwort")).status_code == 401
     finally:
         close_app(app)
+
+
+@pytest.mark.parametrize("outcome", ["queued", "finished", "failed"])
+def test_a_job_not_written_as_json_shows_in_the_dashboard(
+    dash: FlaskClient, r: redis.Redis, outcome: str
+) -> None:
+    """A job plain RQ enqueued with pickle: listed, its page and its data answer, nothing unpickled."""
+    queue = Queue("elsewhere", connection=r)
+    job = queue.enqueue("os.getcwd" if outcome != "failed" else "os.chdir", meta={"owner": "another app"})
+    if outcome != "queued":
+        SimpleWorker([queue], connection=r).work(burst=True)
+    registry = outcome
+    listing = dash.get(f"/dashboard/0/data/jobs/elsewhere/{registry}/8/asc/1.json", headers=AUTH)
+    assert listing.status_code == 200, listing.get_data()
+    assert [listed["id"] for listed in listing.get_json()["jobs"]] == [job.id]
+    assert dash.get(f"/dashboard/0/view/job/{job.id}", headers=AUTH).status_code == 200
+    data = dash.get(f"/dashboard/0/data/job/{job.id}.json", headers=AUTH)
+    assert data.status_code == 200, data.get_data()
+    info = data.get_json()
+    assert info["status"] == outcome
+    assert info["result"] is None
+    assert info["description"] == job.description
+    assert "not JSON" in info["metadata"]
+    assert ("TypeError" in info["exc_info"]) if outcome == "failed" else info["exc_info"] is None

@@ -44,3 +44,26 @@ def test_job_goes_from_queued_to_finished(
     messages = " ".join(rec.getMessage() for rec in caplog.records)
     assert f"job active id={job_id}" in messages
     assert f"job completed id={job_id}" in messages
+
+
+@pytest.mark.parametrize("outcome", ["queued", "finished", "failed"])
+def test_a_job_not_written_as_json_answers_its_status(
+    client: FlaskClient, r: redis.Redis, outcome: str
+) -> None:
+    """A job enqueued by plain RQ with its default (pickle) serializer: its status, never a 500.
+
+    Its data, meta and result are not read (the producer never unpickles what is in Redis).
+    """
+    queue = Queue("elsewhere", connection=r)
+    job = queue.enqueue("os.getcwd" if outcome != "failed" else "os.chdir", meta={"owner": "another app"})
+    if outcome != "queued":
+        SimpleWorker([queue], connection=r).work(burst=True)
+    response = client.get(f"/jobs/{job.id}")
+    assert response.status_code == 200, response.get_data()
+    body = response.get_json()
+    assert body["status"] == outcome
+    assert body["queue"] == "elsewhere"
+    assert body["name"] == job.description
+    assert body["result"] is None
+    if outcome == "failed":
+        assert body["error"].startswith("TypeError")
