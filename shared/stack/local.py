@@ -92,7 +92,8 @@ def producer_argv(host: str, port: int, workers: int | None = None, threads: int
     Granian parses HTTP in Rust and hands each request to a Python thread, so the Python
     work per request is the app's alone. Each process builds its app (and stats thread) with
     ``producer.server:served_app``; ``SERVER_ACCESS_LOG=1`` adds the server's own access log
-    to the app's (``producer.access``).
+    to the app's (``producer.access``). The server runs under ``SCHED_BATCH`` (:mod:`shared.stack.batch`,
+    where the measured reason is) unless ``SERVER_SCHED_BATCH=0``.
     """
     argv = [
         sys.executable,
@@ -121,6 +122,8 @@ def producer_argv(host: str, port: int, workers: int | None = None, threads: int
     ]
     if os.environ.get("SERVER_ACCESS_LOG"):
         argv.append("--access-log")
+    if os.environ.get("SERVER_SCHED_BATCH", "1") != "0":
+        argv[:0] = [sys.executable, "-m", "shared.stack.batch"]
     return [*argv, "producer.server:served_app"]
 
 

@@ -244,12 +244,16 @@ def test_serve_runs_granian_with_keep_alive_and_optional_access_log(monkeypatch:
     from shared.stack.local import producer_argv
 
     monkeypatch.delenv("SERVER_ACCESS_LOG", raising=False)
+    monkeypatch.delenv("SERVER_SCHED_BATCH", raising=False)
     argv = producer_argv("127.0.0.1", 1111, workers=3, threads=5)
-    assert argv[1:3] == ["-m", "granian"] and argv[-1] == "producer.server:served_app"
+    assert argv[:6] == [sys.executable, "-m", "shared.stack.batch", sys.executable, "-m", "granian"]
+    assert argv[-1] == "producer.server:served_app"
     assert argv[argv.index("--workers") + 1] == "3" and argv[argv.index("--blocking-threads") + 1] == "5"
     assert "--http1-keep-alive" in argv and "--factory" in argv and "--access-log" not in argv
     monkeypatch.setenv("SERVER_ACCESS_LOG", "1")
     assert "--access-log" in producer_argv("127.0.0.1", 1111)
+    monkeypatch.setenv("SERVER_SCHED_BATCH", "0")
+    assert producer_argv("127.0.0.1", 1111)[1:3] == ["-m", "granian"]
     # By default one process per CPU plus one, of two threads each.
     monkeypatch.setattr("os.cpu_count", lambda: 6)
     argv = producer_argv("127.0.0.1", 1111)
