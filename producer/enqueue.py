@@ -4,7 +4,7 @@
 :func:`write_with_retry`, which rides out a failover and, for durable enqueue, waits for
 replicas (``WAIT``) around the inner write, :func:`write_jobs`. That one is the seam's
 :class:`shared.rqmodel.writes.JobWriter`: exactly the job hash RQ's ``Queue.enqueue`` writes,
-in one script call per request.
+in one round trip per request.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ worker's claim and finish, abandoned-job recovery), it goes through this package
 - :mod:`~shared.rqmodel.keys`: every key name of RQ's, built from RQ's own prefix
   (``rq.defaults.RQ_KEY_PREFIX``, so ``RQ_KEY_PREFIX={rq}`` or ``myapp`` moves every key); the
   project's own keys are in :mod:`shared.keys`;
-- the Lua scripts (``claim.lua``, ``finish.lua``, ``write_job.lua``, ``write_jobs.lua``), loaded
+- the Lua scripts (``claim.lua``, ``finish.lua``, ``write_jobs.lua``), loaded
   by :mod:`~shared.rqmodel.scripts`;
 - :mod:`~shared.rqmodel.writes`: the job hash ``Queue.enqueue`` writes, from a template;
 - :mod:`~shared.rqmodel.claims`: the worker's claim and success arguments, claimed jobs;

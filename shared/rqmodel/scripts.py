@@ -8,12 +8,10 @@ from shared.connections.raw import LuaScript
 CLAIM = LuaScript.load(__package__, "claim.lua")
 #: Write the successes of a worker's jobs (status, result stream, registries, counters).
 FINISH = LuaScript.load(__package__, "finish.lua")
-#: Enqueue one job: its hash, the queue push, the queue set, the counter.
-WRITE_JOB = LuaScript.load(__package__, "write_job.lua")
 #: Enqueue many jobs of one template, all or none.
 WRITE_JOBS = LuaScript.load(__package__, "write_jobs.lua")
 
 #: Scripts the worker loads together when a server lacks one.
 WORKER_SCRIPTS = (CLAIM, FINISH)
 #: Scripts the producer loads together when a server lacks one.
-PRODUCER_SCRIPTS = (WRITE_JOB, WRITE_JOBS)
+PRODUCER_SCRIPTS = (WRITE_JOBS,)

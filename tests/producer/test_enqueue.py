@@ -61,16 +61,33 @@ def test_enqueue_is_one_round_trip(app: Flask, r: redis.Redis) -> None:
         r.config_resetstat()
         enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, {"name": "b", "age": 2})
     stats = r.info("commandstats")
-    # One EVALSHA from the client; the script writes the hash, registers the queue, pushes,
-    # and counts the job for /metrics.
-    assert stats["cmdstat_evalsha"]["calls"] == 1
-    assert {name for name in stats if not name.startswith("cmdstat_config")} == {
-        "cmdstat_evalsha",
-        "cmdstat_hset",
-        "cmdstat_sadd",
-        "cmdstat_rpush",
-        "cmdstat_hincrby",
+    # One transaction: the hash, the queue registered, the push, the job counted for /metrics.
+    calls = {name: stat["calls"] for name, stat in stats.items() if not name.startswith("cmdstat_config")}
+    assert calls == {
+        "cmdstat_multi": 1,
+        "cmdstat_hset": 1,
+        "cmdstat_sadd": 1,
+        "cmdstat_rpush": 1,
+        "cmdstat_hincrby": 1,
+        "cmdstat_exec": 1,
     }
+
+
+def test_a_command_failing_inside_the_transaction_raises_and_leaves_the_connection_in_step(
+    app: Flask, r: redis.Redis
+) -> None:
+    """A queue key of another type: RPUSH fails inside EXEC; the error is raised, the next write works."""
+    payload = {"name": "a", "age": 1}
+    with app.app_context():
+        state = get_state()
+        enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, payload)
+        r.delete("rq:queue:member")
+        r.set("rq:queue:member", "not a list")
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, payload)
+        r.delete("rq:queue:member")
+        job_id = enqueue(state, MEMBER_QUEUE, CREATE_MEMBER_JOB, CREATE_MEMBER_JOB_NAME, payload)
+    assert r.lrange("rq:queue:member", 0, -1) == [job_id.encode()]
 
 
 def test_bulk_enqueues_up_to_1000_members_in_order(
