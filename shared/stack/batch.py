@@ -10,7 +10,8 @@ on 2 cores (wrk, 16 connections, 8 s runs, 3 alternating rounds, granian 3 x 2):
 
 - context switches per request 8.1 (4.1 involuntary) -> 4.0 (1.3 involuntary);
 - the server's CPU per request 320 -> 265 us;
-- 4,883-5,006 -> 5,870-6,024 requests a second, p50 3.0 -> 2.3 ms, p99 9.1 -> 8.2 ms.
+- 4,883-5,006 -> 5,870-6,024 requests a second; p50 3.0 -> 2.3 ms, p99 9.1 -> 8.2 ms in one
+  run each (``bench.http``'s p99: 8-9 -> 9-11 ms).
 
 The policy only changes who waits when threads compete for a CPU: on an idle machine nothing
 changes. ``SERVER_SCHED_BATCH=0`` starts the server under the default policy. Where the policy
