@@ -13,6 +13,7 @@ from shared.cluster.namespaces import REGISTRY_TAG
 from shared.connections import get_cache_redis, get_redis
 from shared.connections.eviction import check_queue_policy
 from shared.db import init_db, make_engine
+from shared.logs import show_logs
 from shared.settings import Settings
 
 from .access_log import register_access_log
@@ -33,7 +34,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     a :class:`~shared.exceptions.ConfigurationError`); ``dataclasses.asdict(settings)`` gives
     every field. Upper-case keys are Flask's config: ``TESTING``, and ``BACKGROUND_THREAD``
     (default: not ``TESTING``), which has each process that serves the app start its background
-    thread with its first request (:mod:`producer.background`).
+    thread with its first request (:mod:`producer.background`). Unless ``TESTING`` or the root
+    logger has a handler, the ``producer`` and ``shared`` loggers write to stderr at ``LOG_LEVEL``.
     """
     config = config or {}
     settings = Settings.from_env()
@@ -94,4 +96,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_metrics(app)
     init_dashboard(app)
     app.register_blueprint(redis_page_bp)
+    if not app.testing and not logging.getLogger().handlers:
+        # No logging configured (gunicorn, granian and flask run configure only their own
+        # loggers): the access log and the job lines go to stderr at LOG_LEVEL. A configured
+        # root logger (basicConfig, a server's --log-config, pytest) receives them instead.
+        show_logs(("producer", "shared"), settings.log_level)
     return app

@@ -10,17 +10,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from shared.logs import show_logs
-
 from . import create_app
 from .background import start_stats_thread
-from .state import get_state
 
 
 def served_app() -> Flask:
     """The producer app of one server worker process, with its background thread running."""
     app = create_app()
-    with app.app_context():
-        show_logs(("producer", "shared"), get_state().settings.log_level)
     start_stats_thread(app)
     return app

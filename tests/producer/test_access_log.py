@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
+
+from shared.stack import procs
+from shared.stack.local import producer_argv
+from shared.stack.procs import free_port, port_open, wait_until
+from tests.servers import RedisProc, run_env
 
 
 def access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -79,3 +88,36 @@ def test_basic_auth_user_is_logged(client: FlaskClient, caplog: pytest.LogCaptur
     assert [message.split(" ")[1] for message in messages] == ["ops\\x20admin", "-", "-", "-", "-"]
     assert all('" 200 ' in message for message in messages)
     assert "secret" not in "".join(messages) and "token-value" not in "".join(messages)
+
+
+def _gunicorn(host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"{host}:{port}", "producer:create_app()"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", [producer_argv, _gunicorn], ids=["serve", "gunicorn"])
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])
+def test_a_served_producer_writes_its_log_lines_to_stderr(
+    redis_proc: RedisProc, tmp_path: Path, server: Callable[..., list[str]], level: str
+) -> None:
+    """Whichever server runs it, with no logging configured: access and job lines at LOG_LEVEL."""
+    port = free_port()
+    env = run_env(REDIS_URL=redis_proc.url, DATABASE_URL=f"sqlite:///{tmp_path / 'db'}", LOG_LEVEL=level)
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = procs.spawn(server("127.0.0.1", port), env=env, stdout=log, stderr=log)
+        try:
+            assert wait_until(lambda: port_open("127.0.0.1", port), 30), "the server did not start"
+            url = f"http://127.0.0.1:{port}/queue/members"
+            accepted = requests.post(url, json={"name": "Logged", "age": 3}, timeout=10)
+            assert accepted.status_code == 202
+            assert requests.post(url, json={"name": "Refused", "age": "x"}, timeout=10).status_code == 422
+        finally:
+            procs.stop(proc)
+    lines = (tmp_path / "server.log").read_text().splitlines()
+    job_id = accepted.json()["jobId"]
+    refused = [line for line in lines if '"POST /queue/members" 422' in line]
+    assert len(refused) == 1 and "WARNING producer.access" in refused[0]
+    written = [
+        line for line in lines if '"POST /queue/members" 202' in line or f"job waiting id={job_id}" in line
+    ]
+    assert len(written) == (2 if level == "INFO" else 0), lines
