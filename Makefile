@@ -101,8 +101,8 @@ wrk:
 	fi
 
 lint: $(VENV)/.test-installed
-	$(BIN)/python -m pip install --quiet ruff mypy
 	$(BIN)/ruff check producer consumer shared tests bench
+	$(BIN)/ruff format --check producer consumer shared tests bench
 	$(BIN)/mypy --strict shared
 
 clean:

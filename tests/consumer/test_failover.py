@@ -147,9 +147,7 @@ def test_recover_job_puts_a_started_job_back_at_the_front(
     assert f"job {job.id} put back on member" in caplog.text
 
 
-def test_recover_job_when_the_new_master_lacks_the_execution_hash(
-    worker: FastWorker, r: redis.Redis
-) -> None:
+def test_recover_job_when_the_new_master_lacks_the_execution_hash(worker: FastWorker, r: redis.Redis) -> None:
     """Asynchronous replication can lose the execution hash while keeping the registry entry."""
     queue, job = _enqueue(r)
     r.lrem(queue.key, 0, job.id)
@@ -161,9 +159,7 @@ def test_recover_job_when_the_new_master_lacks_the_execution_hash(
     assert r.zcard(queue.started_job_registry.key) == 0
 
 
-def test_recover_job_leaves_queued_and_finished_jobs_alone(
-    worker: FastWorker, r: redis.Redis
-) -> None:
+def test_recover_job_leaves_queued_and_finished_jobs_alone(worker: FastWorker, r: redis.Redis) -> None:
     queue, job = _enqueue(r)
     worker.faults.put_back(job)
     assert r.lrange(queue.key, 0, -1) == [job.id.encode()]
@@ -173,9 +169,7 @@ def test_recover_job_leaves_queued_and_finished_jobs_alone(
     assert r.llen(queue.key) == 0
 
 
-def test_recover_job_of_a_job_lost_with_the_old_master_is_a_no_op(
-    worker: FastWorker, r: redis.Redis
-) -> None:
+def test_recover_job_of_a_job_lost_with_the_old_master_is_a_no_op(worker: FastWorker, r: redis.Redis) -> None:
     queue, job = _enqueue(r)
     r.flushall()
     worker.faults.put_back(job)

@@ -167,6 +167,7 @@ def test_recovery_requeues_a_dead_workers_job_under_the_prefix(stack: Stack, r: 
     assert r.hget(keys.job(job_id), "status") == b"queued"
     assert r.hget(keys.job(job_id), "retries_left") == b"1"
     assert not [m for m in r.zrange(keys.started("slow"), 0, -1) if m.decode().startswith(job_id)]
+
     # The monitor or the surviving FastWorker, whichever looked first, took it over and said so.
     # The recoverer logs "declared dead" after the re-queue's pipeline: wait for the line.
     def logs() -> str:
