@@ -41,6 +41,8 @@ class WorkerInternals:
     """
 
     _stop_requested: bool
+    #: A warm stop was signalled while idle (RQ then raises ``StopRequested`` and records nothing).
+    _stop_signalled = False
     _stopped_job_id: str | None
     _ordered_queues: list[Queue]
     _dequeue_strategy: DequeueStrategy | None
@@ -49,7 +51,7 @@ class WorkerInternals:
     @property
     def stop_requested(self) -> bool:
         """Whether a stop (SIGTERM, SIGINT, ``rq`` shutdown command) was requested."""
-        return bool(self._stop_requested)
+        return bool(self._stop_requested or self._stop_signalled)
 
     @property
     def stopped_job_id(self) -> str | None:
@@ -77,6 +79,20 @@ class WorkerInternals:
     def install_signal_handlers(self) -> None:
         """RQ's SIGINT/SIGTERM handlers (warm, then cold shutdown)."""
         self._install_signal_handlers()  # type: ignore[attr-defined]
+
+    def _shutdown(self) -> None:
+        """RQ's warm-stop step of its signal handler, with the request recorded first.
+
+        RQ records a stop only when the worker is busy; otherwise it raises ``StopRequested``
+        from the handler and relies on that. A signal that lands while a finalizer runs (a
+        dropped connection pool's ``__del__``, under garbage collection) has the exception
+        printed and dropped by Python, and the worker then waited for work as if never asked.
+        Recorded, the stop is honoured where the loop checks :attr:`stop_requested`: before
+        every wait for work, between jobs, and while waiting for a master. RQ's own flag keeps
+        its meaning (a stop deferred until the running job ends), which RQ's tests check.
+        """
+        self._stop_signalled = True
+        super()._shutdown()  # type: ignore[misc]
 
     def start_scheduler(self, burst: bool, logging_level: Any, date_format: str, log_format: str) -> None:
         """RQ's scheduler in this worker (``--with-scheduler``)."""

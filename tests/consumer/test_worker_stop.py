@@ -260,3 +260,49 @@ def test_a_stop_puts_back_the_jobs_claimed_ahead_of_the_threads(
             proc.kill()
         proc.wait(10)
         client.close()
+
+
+#: A worker whose stop signal lands while a finalizer runs (as a dropped connection pool's
+#: ``__del__`` under garbage collection): Python prints and drops what the handler raises there.
+SIGNAL_IN_A_FINALIZER = """
+import os, signal, sys, time
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+from consumer.worker import FastWorker
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100_000):  # the handler runs here, inside the finalizer
+            pass
+
+connection = Redis.from_url(sys.argv[1])
+queue = Queue("finalized", connection=connection, serializer=JSONSerializer)
+worker = FastWorker([queue], connection=connection, serializer=JSONSerializer)
+worker.install_signal_handlers()
+Finalized()  # dropped at once: its finalizer runs and is signalled
+started = time.monotonic()
+worker.work()
+print(f"stopped after {time.monotonic() - started:.2f}s")
+"""
+
+
+@pytest.mark.slow
+def test_a_stop_signal_that_lands_in_a_finalizer_is_not_lost(
+    stop_redis: RedisProc, db_url: str, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SIGNAL_IN_A_FINALIZER, stop_redis.url],
+        env=_env(stop_redis.url, db_url),
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    output = result.stdout + result.stderr
+    assert "Exception ignored in" in result.stderr  # the raise in the finalizer was dropped ...
+    assert result.returncode == 0, output[-2000:]
+    assert "stopping on request" in result.stdout  # ... and the request was kept
+    waited = float(result.stdout.split("stopped after ")[1].rstrip("s\n"))
+    assert waited <= LIMIT, output[-2000:]
