@@ -152,6 +152,9 @@ def _read_replies(connection: Any, count: int) -> list[Any]:
         if reply.__class__ is list and reply and isinstance(reply[0], RedisConnectionError):
             raise reply[0]
         replies.append(reply)
+    if connection.health_check_interval:
+        # As read_response does: a connection that just answered needs no PING before its next use.
+        connection.next_health_check = time.monotonic() + connection.health_check_interval
     return replies
 
 

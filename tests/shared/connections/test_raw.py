@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -74,3 +75,16 @@ def test_a_socket_error_while_reading_raises_a_connection_error(held: HeldConnec
         held.read()
     assert held.lease is None
     assert held.call(pack([("ECHO", "again")]), 1) == [b"again"]
+
+
+def test_each_answer_puts_off_the_connections_next_health_check(redis_proc: RedisProc) -> None:
+    client = redis.Redis.from_url(redis_proc.url, health_check_interval=30)
+    held = HeldConnections(client)
+    held.call(pack([("PING",)]), 1)
+    connection = held.lease.connection  # type: ignore[union-attr]
+    first = connection.next_health_check
+    time.sleep(0.05)
+    held.call(pack([("ECHO", "answered")]), 1)
+    # As redis-py's read_response does: a busy connection is never PINGed before a use.
+    assert connection.next_health_check >= first + 0.04
+    client.close()
