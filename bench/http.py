@@ -1,6 +1,6 @@
 """HTTP enqueue: ``POST /queue/members`` under wrk, the producer against stock Flask+RQ.
 
-Ours: ``redis-archive serve``'s set-up (granian, CPUs + 1 processes of 2 threads, keep-alive). Baseline:
+Ours: ``redis-archive serve``'s set-up (granian, one process per CPU of 3 threads, keep-alive). Baseline:
 ``bench.baseline_app`` (plain Flask view, ``Queue.enqueue``) under gunicorn with two sync
 workers. Where node and npm are present, also Express + Bull v4 in one node process (the
 NestJS producer this project replaces runs as one). The ceiling: ``bench.ceiling_app``, the same

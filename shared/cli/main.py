@@ -81,7 +81,7 @@ def _exec(argv: list[str], env: dict[str, str]) -> None:
     "-w",
     "http_workers",
     type=click.IntRange(1, 64),
-    help="Server processes.  [default: CPUs + 1]",
+    help="Server processes.  [default: CPUs]",
 )
 @click.option(
     "--threads", default=HTTP_THREADS, show_default=True, type=click.IntRange(1, 256), help="Threads each."

@@ -73,17 +73,20 @@ def monitor_argv() -> list[str]:
     return [sys.executable, "-m", "consumer.recovery"]
 
 
-#: The producer's Python threads per granian process. On 2 cores, 3 processes of 2 threads served
-#: ``POST /queue/members`` at 5,100-5,200 req/s, 2 of 4 at 4,300, 4 of 1 at 4,800, 6 of 1 at
-#: 4,800, 4 of 2 at 5,300 (``bench.http``, 2 interleaved rounds of 5 s each): a thread that
-#: waits on its Redis round trip hands the GIL to another, and fewer threads per process switch
-#: less, while a spare process keeps the cores busy during the waits.
-HTTP_THREADS = 2
+#: The producer's Python threads per granian process. On 2 cores, under ``SCHED_BATCH``, 2
+#: processes of 3 threads served ``POST /queue/members`` ahead of 3 of 2 in each of 4 A/B runs of
+#: 4 to 6 alternating 6 s wrk rounds (medians 5,136 vs 4,638, 6,058 vs 5,198, 5,393 vs 4,754,
+#: 5,269 vs 5,141 req/s; p99 8.4 vs 11.3 ms in the last), and ahead of 3 of 3 (4,932), 2 of 4
+#: (5,692) and 2 of 2 (5,102 vs 5,446) in the same runs; the bare Flask view served the same
+#: under 2 of 3 and 3 of 2 (12,407 and 12,685). A thread waiting on its Redis round trip hands
+#: the GIL to another of its process; one process per CPU, with a third thread to cover the
+#: waits, leaves fewer processes competing for the cores. (Before ``SCHED_BATCH``, 3 of 2 led.)
+HTTP_THREADS = 3
 
 
 def http_workers() -> int:
-    """The producer's default number of granian processes: one per CPU, plus one."""
-    return (os.cpu_count() or 1) + 1
+    """The producer's default number of granian processes: one per CPU (see :data:`HTTP_THREADS`)."""
+    return os.cpu_count() or 1
 
 
 def producer_argv(host: str, port: int, workers: int | None = None, threads: int = HTTP_THREADS) -> list[str]:

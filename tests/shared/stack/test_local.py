@@ -254,7 +254,7 @@ def test_serve_runs_granian_with_keep_alive_and_optional_access_log(monkeypatch:
     assert "--access-log" in producer_argv("127.0.0.1", 1111)
     monkeypatch.setenv("SERVER_SCHED_BATCH", "0")
     assert producer_argv("127.0.0.1", 1111)[1:3] == ["-m", "granian"]
-    # By default one process per CPU plus one, of two threads each.
+    # By default one process per CPU, of three threads each.
     monkeypatch.setattr("os.cpu_count", lambda: 6)
     argv = producer_argv("127.0.0.1", 1111)
-    assert argv[argv.index("--workers") + 1] == "7" and argv[argv.index("--blocking-threads") + 1] == "2"
+    assert argv[argv.index("--workers") + 1] == "6" and argv[argv.index("--blocking-threads") + 1] == "3"
