@@ -104,6 +104,9 @@ _used = (
     # and the commands its decorators register.
     _.collect,
     _.call_with_retry,
+    # redis-py reads a connection's next_health_check before each command
+    # (shared/connections/raw.py sets it after a direct read, as read_response does).
+    _.next_health_check,
     _._sqlite_pragmas,
     _.convert,
     _.demo,

@@ -26,6 +26,7 @@ from importlib import resources
 from typing import Any, Protocol
 
 from redis import Redis
+from redis.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -111,6 +112,10 @@ def read(connection: Connection, count: int) -> list[Any]:
         raise
 
 
+#: redis-py's own reply read, which :func:`_read_replies` does without when a class keeps it.
+_STOCK_READ = AbstractConnection.read_response
+
+
 def _read_replies(connection: Any, count: int) -> list[Any]:
     """``count`` replies, error replies as exception objects; any other failure raises.
 
@@ -124,7 +129,9 @@ def _read_replies(connection: Any, count: int) -> list[Any]:
     """
     parser = connection._parser
     reader = getattr(parser, "_reader", None)
-    if reader is None or _NOT_ENOUGH_DATA is None:
+    if reader is None or _NOT_ENOUGH_DATA is None or type(connection).read_response is not _STOCK_READ:
+        # A connection class with a read of its own is read through it: the Sentinel's turns a
+        # demoted master's READONLY, the cluster slot's a MOVED, into a dropped connection.
         replies: list[Any] = []
         for _ in range(count):
             try:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 from redis._parsers import _RESP2Parser, _RESP3Parser
-from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import BusyLoadingError, MovedError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.connections.raw import HeldConnections, pack
@@ -87,4 +88,26 @@ def test_each_answer_puts_off_the_connections_next_health_check(redis_proc: Redi
     held.call(pack([("ECHO", "answered")]), 1)
     # As redis-py's read_response does: a busy connection is never PINGed before a use.
     assert connection.next_health_check >= first + 0.04
+    client.close()
+
+
+class _Renaming(redis.Connection):
+    """A connection class with a read of its own (as the Sentinel's and the cluster slot's have)."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except MovedError as exc:
+            self.disconnect()
+            raise RedisConnectionError(f"renamed: {exc}") from exc
+
+
+def test_a_connection_class_with_its_own_read_is_read_through_it(redis_proc: RedisProc) -> None:
+    pool = redis.ConnectionPool.from_url(redis_proc.url, connection_class=_Renaming)
+    client = redis.Redis(connection_pool=pool)
+    held = HeldConnections(client)
+    with pytest.raises(RedisConnectionError, match="renamed: "):
+        held.call(pack([("EVAL", "return redis.error_reply('MOVED 1 127.0.0.1:1')", "0")]), 1)
+    assert held.lease is None
+    assert held.call(pack([("ECHO", "ok")]), 1) == [b"ok"]
     client.close()
