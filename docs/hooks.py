@@ -314,6 +314,8 @@ _WSGI_KEYS = {
     "QUERY_STRING",
     "CONTENT_TYPE",
     "CONTENT_LENGTH",
+    "REMOTE_ADDR",
+    "REQUEST_METHOD",
 }
 
 

@@ -19,6 +19,7 @@ from shared.settings import Settings
 from .access_log import register_access_log
 from .auth import register_auth
 from .background import init_background
+from .direct import register_direct
 from .error_handlers import register_error_handlers
 from .flask_app import ArchiveFlask
 from .state import EXTENSION, ArchiveState
@@ -96,6 +97,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_metrics(app)
     init_dashboard(app)
     app.register_blueprint(redis_page_bp)
+    register_direct(app, "members.enqueue_member", members.accept_member, 202)
     if not app.testing and not logging.getLogger().handlers:
         # No logging configured (gunicorn, granian and flask run configure only their own
         # loggers): the access log and the job lines go to stderr at LOG_LEVEL. A configured

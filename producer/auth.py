@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import Any
 
 from flask import Flask, Response, request
 
 from .error_handlers import error_response
-from .state import get_state
+from .flask_app import direct_twin
+from .state import EXTENSION, get_state
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,12 @@ def register_auth(app: Flask) -> None:
     """Install the token check on ``app`` (it does nothing while ``API_TOKEN`` is unset)."""
     exempt(app, *DEFAULT_EXEMPT_PREFIXES)
 
+    def _token_given(environ: dict[str, Any]) -> bool:
+        # A request without the token may still be exempt: Flask's path tells.
+        token = app.extensions[EXTENSION].settings.api_token
+        return not token or token_matches(environ.get("HTTP_AUTHORIZATION"), token)
+
+    @direct_twin(_token_given)
     @app.before_request
     def _require_token() -> Response | None:
         token = get_state().settings.api_token

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from typing import Any
 
 from flask import Flask
 from redis.exceptions import RedisError
@@ -22,6 +23,7 @@ from redis.exceptions import RedisError
 from shared import stats
 from shared.scheduler import ScheduledJobMover
 
+from .flask_app import direct_twin
 from .state import EXTENSION, ArchiveState
 
 logger = logging.getLogger(__name__)
@@ -156,6 +158,11 @@ def init_background(app: Flask) -> None:
     if app.config.get(CONFIG_KEY, not app.testing):
         # A plain function, not the bound method: ArchiveFlask remembers Flask's async check
         # for functions only, and this hook runs on every request.
+        def _start_directly(environ: dict[str, Any]) -> bool:
+            background.start_on_request()
+            return True
+
+        @direct_twin(_start_directly)
         def _start_background() -> None:
             background.start_on_request()
 

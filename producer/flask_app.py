@@ -10,13 +10,35 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from types import FunctionType
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask
 from flask.sessions import NullSession, SecureCookieSessionInterface
 
 #: ``environ`` key of the moment the WSGI server handed the request to the app (``perf_counter``).
 STARTED = "redis_archive.started"
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+#: A view answering some requests of one path without Flask (:class:`producer.direct.DirectView`):
+#: ``(environ, start_response)`` -> the answer, or ``None`` for Flask's path to answer it.
+DirectAnswer = Callable[[dict[str, Any], Callable[..., Any]], "Iterable[bytes] | None"]
+
+
+def direct_twin(twin: Callable[..., Any]) -> Callable[[H], H]:
+    """Give a request hook its twin for :mod:`producer.direct`: the same work, from ``environ`` alone.
+
+    A ``before_request`` hook's twin takes ``environ`` and returns whether the request may go
+    on without Flask (``False``: Flask's path answers it, the hook included); an
+    ``after_request`` hook's twin takes ``environ`` and the status code. A direct view serves
+    only while every hook of its endpoint has a twin.
+    """
+
+    def mark(hook: H) -> H:
+        hook.direct_twin = twin  # type: ignore[attr-defined]
+        return hook
+
+    return mark
 
 
 class _NullSessions(SecureCookieSessionInterface):
@@ -34,13 +56,15 @@ class _NullSessions(SecureCookieSessionInterface):
 
 
 class ArchiveFlask(Flask):
-    """Flask with a cached :meth:`ensure_sync` and the request's start stamped in ``environ``."""
+    """Flask with a cached :meth:`ensure_sync`, the request's start stamped in ``environ``, direct views."""
 
     session_interface = _NullSessions()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sync: dict[FunctionType, Callable[..., Any]] = {}
+        #: ``PATH_INFO`` -> the view that answers its plain requests without Flask's request cycle.
+        self.direct_views: dict[str, DirectAnswer] = {}
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Flask's ``ensure_sync``, remembered per function.
@@ -59,10 +83,15 @@ class ArchiveFlask(Flask):
         return sync
 
     def wsgi_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        """Stamp the request's start for the access log, then Flask's ``wsgi_app``.
+        """Stamp the request's start for the access log, then a direct view or Flask's ``wsgi_app``.
 
         One ``environ`` write instead of a ``before_request`` hook setting ``g``: the
         duration then also covers the request context's set-up.
         """
         environ[STARTED] = time.perf_counter()
+        direct = self.direct_views.get(environ.get("PATH_INFO", ""))
+        if direct is not None:
+            answer = direct(environ, start_response)
+            if answer is not None:
+                return answer
         return super().wsgi_app(environ, start_response)

@@ -24,7 +24,7 @@ from .schemas import (
     MemberQuery,
     RoutingQuery,
 )
-from .state import get_state
+from .state import ArchiveState, get_state
 
 bp = Blueprint("members", __name__)
 
@@ -45,8 +45,13 @@ def _bulk_body_limit() -> int:
     tags=("members",),
 )
 def enqueue_member(body: MemberIn, query: RoutingQuery) -> Response:
+    return Response(accept_member(get_state(), body, query), 202, mimetype="application/json")
+
+
+def accept_member(state: ArchiveState, body: MemberIn, query: RoutingQuery) -> bytes:
+    """Enqueue the member's job; the 202's body. Also the endpoint's direct view (:mod:`producer.direct`)."""
     job_id = enqueue(
-        get_state(),
+        state,
         MEMBER_QUEUE,
         CREATE_MEMBER_JOB,
         CREATE_MEMBER_JOB_NAME,
@@ -55,7 +60,7 @@ def enqueue_member(body: MemberIn, query: RoutingQuery) -> Response:
     )
     # The body jsonify would write ({"jobId":"..."} and a newline): a job id is a UUID, nothing
     # to escape, and the JSON provider's round costs about 4 us of a request's CPU.
-    return Response(f'{{"jobId":"{job_id}"}}\n', 202, mimetype="application/json")
+    return f'{{"jobId":"{job_id}"}}\n'.encode()
 
 
 @bp.post("/queue/members/bulk")

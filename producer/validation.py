@@ -42,7 +42,7 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _loads(raw: bytes) -> Any:
+def load_json(raw: bytes) -> Any:
     """``json.loads(raw, parse_constant=_reject_constant)``, on the shared decoder."""
     return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
 
@@ -90,7 +90,7 @@ def parse_json_body() -> Any:
         )
     raw = _body_bytes()
     try:
-        return _loads(raw)
+        return load_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiError(f"body is not valid JSON: {exc}", status=400, code="invalid_json") from None
 
