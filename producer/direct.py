@@ -87,6 +87,7 @@ class DirectView:
         self.body_model = operation.body
         self.query_model = operation.query
         self.handler = handler
+        self.code = status
         self.status = f"{status} {HTTP_STATUS_CODES[status].upper()}"
         self.before: list[Callable[[dict[str, Any]], bool]] = []
         self.after: list[Callable[[dict[str, Any], int], None]] = []
@@ -131,9 +132,8 @@ class DirectView:
         except Exception as exc:
             environ[PENDING] = exc  # answered by Flask's path, as if the view raised it
             return None
-        status = int(self.status[:3])
         for after in self.after:
-            after(environ, status)
+            after(environ, self.code)
         start_response(
             self.status, [("Content-Type", "application/json"), ("Content-Length", str(len(answer)))]
         )
