@@ -77,6 +77,11 @@ class LocalCluster:
             "--save", "",
             "--maxmemory-policy", "noeviction",
             "--logfile", str(directory / "redis.log"),
+            # Replicas start streaming at once instead of waiting 5 s for more replicas to join.
+            "--repl-diskless-sync-delay", "0",
+            # A node lists a replica in CLUSTER SLOTS once the replica's offset is non-zero; on an
+            # empty cluster only the master's pings move it, every 10 s by default.
+            "--repl-ping-replica-period", "1",
         ]  # fmt: skip
 
     @property
