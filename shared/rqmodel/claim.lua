@@ -6,7 +6,7 @@
 --       jobs of one claim from the queues in turn (round robin).
 -- The moment the jobs start is the server's clock (TIME), not the caller's: the call may
 -- wait in the connection behind a blocking wait for work (a BLMOVE sent with it).
--- Pops job ids whose hashes still exist. Returns {now (RQ date string), now (unix seconds),
+-- Pops job ids whose hashes still exist. Returns {now (RQ date string),
 -- {{queue_key, job_id, execution_id, ttl, {field, value, ...}}, ...}}, one entry per claimed job
 -- (the hash as read before the status change).
 local worker = ARGV[1]
@@ -115,4 +115,4 @@ if #claimed > 0 then
   redis.call('HSET', wkey, 'state', 'busy', 'last_heartbeat', now_str)
   if redis.call('TTL', wkey) < max_ttl then redis.call('EXPIRE', wkey, max_ttl) end
 end
-return {now_str, now_unix, claimed}
+return {now_str, claimed}

@@ -52,7 +52,7 @@ def claim(
 
 def claimed_any(raw: Any) -> bool:
     """Whether a claim's reply holds a job."""
-    return bool(raw[2])
+    return bool(raw[1])
 
 
 #: One job a claim took: its queue's key, the restored job, its execution, the ttl used.
@@ -63,7 +63,7 @@ def claimed_jobs(
     raw: Any, job_class: type[Job], connection: Redis, serializer: Any, worker_name: str
 ) -> list[Claimed]:
     """The jobs of a claim's reply, restored and marked started as the script marked them."""
-    stamp, _unix, items = raw
+    stamp, items = raw
     if not items:
         return []
     started = datetime.fromisoformat(stamp[:-1].decode()).replace(tzinfo=UTC)
