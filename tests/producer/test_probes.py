@@ -38,9 +38,16 @@ def run_probe(client: FlaskClient, r: Any, kind: str, body: dict[str, Any]) -> d
 
 def test_probe_jobs_over_http(client: FlaskClient, r: Any, worker_env: Any) -> None:
     key = run_probe(client, r, "key", {"set": [{"key": "deps1:10", "value": '{"key1": 1, "key2": 2}'}]})
-    # Redis 7.0: dict entry 24 + key 16 + value 48; Valkey 9.1 (glibc): one 56-byte object.
-    expected = 56 if server_identity(r).is_valkey else 88
-    assert key["keys"][0]["memory_usage"] == expected == key["keys"][0]["model_memory_usage"]
+    # Redis 7.0: dict entry 24 + key 16 + value 48 (jemalloc's size classes). Valkey 9.1 (glibc):
+    # one object in a 64-byte chunk, 56 usable, on a fresh server (tests/shared/memory). On this
+    # session's server, after the other core tests, it once measured 72: MEMORY USAGE reports
+    # the chunk's usable size, and glibc may hand out a free 80-byte chunk whole (a 16-byte rest
+    # is too small to split off). The model cannot know the heap's history.
+    model = key["keys"][0]["model_memory_usage"]
+    if server_identity(r).is_valkey:
+        assert model == 56 and key["keys"][0]["memory_usage"] in (56, 72), key
+    else:
+        assert model == 88 == key["keys"][0]["memory_usage"], key
     # The session's server has served many tests: give it 4 MiB above what it already uses.
     limit = int(r.info("memory")["used_memory"]) + (4 << 20)
     cap = run_probe(
