@@ -30,7 +30,7 @@ from .execution import JobRunner
 from .faults import FaultPolicy
 from .heartbeats import Heartbeat
 from .protocol import ClaimProtocol
-from .waits import QueueWaits
+from .waits import QueueWaits, StopAlarm
 
 #: Seconds a stop waits for RQ's scheduler process before killing it.
 SCHEDULER_STOP_SECONDS = 2.0
@@ -49,6 +49,7 @@ class RQWorkerBase(WorkerInternals, SimpleWorker):
     runner: JobRunner
     commands: CommandListener
     waits: QueueWaits
+    stop_alarm: StopAlarm
     _scheduler_stopping: bool
 
     @property
@@ -159,6 +160,19 @@ class RQWorkerBase(WorkerInternals, SimpleWorker):
             os.kill(process.pid, signal.SIGTERM)
         except OSError:
             pass
+
+    def _shutdown(self) -> None:
+        """The warm-stop step of RQ's signal handler (recorded first), then the stop alarm rung.
+
+        The alarm ends a wait for work that began after the loop last looked at the request,
+        even when the handler's ``StopRequested`` was dropped (:class:`~.waits.StopAlarm`).
+        """
+        try:
+            super()._shutdown()
+        finally:
+            alarm = getattr(self, "stop_alarm", None)
+            if alarm is not None:
+                alarm.ring()
 
     def teardown(self) -> None:
         """Stop every thread and process with bounded waits; register the death if a master answers."""

@@ -38,7 +38,7 @@ from .faults import REDIS_FAULTS, FaultPolicy
 from .heartbeats import Heartbeat
 from .protocol import ClaimProtocol, InFlight, Pending, Started
 from .threads import JobThreads
-from .waits import QueueWaits
+from .waits import QueueWaits, StopAlarm
 
 #: Longest blocking wait for work while jobs run on threads (their successes are written meanwhile).
 BUSY_WAIT_SECONDS = 1.0
@@ -94,7 +94,9 @@ class FastWorker(RQWorkerBase):
         self.commands = CommandListener(
             self.connection, self.pubsub_channel_name, self.handle_payload, self.name
         )
-        self.waits = QueueWaits(self.connection)
+        #: Rung by a stop request; every wait for work also watches it (see :class:`StopAlarm`).
+        self.stop_alarm = StopAlarm()
+        self.waits = QueueWaits(self.connection, self.stop_alarm)
         self._suspension_checked_at = 0.0
         self._scheduler_stopping = False
 

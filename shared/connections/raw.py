@@ -290,6 +290,11 @@ class HeldConnections(threading.local):
         lease.unread = 0
         return replies
 
+    def socket(self) -> Any:
+        """The socket of this thread's connection, ``None`` when it has none (not connected yet)."""
+        lease = self.lease
+        return None if lease is None or lease.pid != os.getpid() else lease.connection._sock
+
     def drop(self) -> None:
         """Disconnect this thread's connection and give it back; the next call takes another."""
         lease, self.lease = self.lease, None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,9 +34,10 @@ from shared.connections import UNAVAILABLE_ERRORS
 from shared.keys import KEYS
 from shared.rqmodel import restore as restore_module
 from shared.rqmodel.restore import restore
+from shared.rqmodel.scripts import WORKER_SCRIPTS
 from shared.stack.procs import free_port
 from tests import parity_jobs as pj
-from tests.servers import ROOT, start_redis
+from tests.servers import ROOT, RedisProc, start_redis
 
 QUEUE = "parity"
 
@@ -158,6 +161,9 @@ def test_a_stop_that_cuts_the_wait_short_puts_its_claim_back(
     worker.register_birth()
     assert worker.protocol.finish_and_claim([], 0) == []
     held = worker.protocol.held
+    # The claim behind the wait must run in the server, not answer NOSCRIPT: earlier tests'
+    # workers may not have loaded the scripts on this server.
+    held.load_scripts(WORKER_SCRIPTS)
 
     def interrupted() -> list[Any]:
         # The server ran the wait and the claim; the signal comes before their replies are read.
@@ -404,13 +410,30 @@ def test_a_worker_on_several_queues_wakes_for_a_job_on_any_of_them(r: redis.Redi
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("names", [["one"], ["high", "default", "low"]], ids=["one-queue", "three-queues"])
-def test_a_stop_that_comes_while_the_claim_finds_nothing_does_not_wait_for_work(
-    r: redis.Redis, worker_env: Any, monkeypatch: pytest.MonkeyPatch, names: list[str]
-) -> None:
+QUEUE_SETS = pytest.mark.parametrize(
+    "names", [["one"], ["high", "default", "low"]], ids=["one-queue", "three-queues"]
+)
+
+
+def _stops_at_once_from_its_wait(r: redis.Redis, names: list[str]) -> None:
+    """An idle worker on ``names`` (a 30 s wait for work) runs until stopped, which must be at once."""
     queues = [Queue(name, connection=r, serializer=JSONSerializer) for name in names]
     worker = FastWorker(queues, connection=r, serializer=JSONSerializer, master_timeout=60)
     assert worker.dequeue_timeout == 30
+    started = time.monotonic()
+    _batch_run(r, [], worker, burst=False)
+    assert time.monotonic() - started < 10
+    assert r.zcard(KEYS.heartbeats) == 0
+    deadline = time.monotonic() + 5
+    while int(r.info("clients")["blocked_clients"]) != 0:
+        assert time.monotonic() < deadline, "the stopped wait was left blocked in the server"
+        time.sleep(0.01)
+
+
+@QUEUE_SETS
+def test_a_stop_that_comes_while_the_claim_finds_nothing_does_not_wait_for_work(
+    r: redis.Redis, worker_env: Any, monkeypatch: pytest.MonkeyPatch, names: list[str]
+) -> None:
     real = ClaimProtocol.finish_and_claim
 
     def signalled_during_the_claim(self: Any, pending: Any, wanted: int) -> Any:
@@ -419,11 +442,69 @@ def test_a_stop_that_comes_while_the_claim_finds_nothing_does_not_wait_for_work(
         return claimed
 
     monkeypatch.setattr(ClaimProtocol, "finish_and_claim", signalled_during_the_claim)
-    started = time.monotonic()
-    _batch_run(r, [], worker, burst=False)
     # Idle right after, it stops at once instead of blocking for its 30 s wait.
-    assert time.monotonic() - started < 10
-    assert r.zcard(KEYS.heartbeats) == 0
+    _stops_at_once_from_its_wait(r, names)
+
+
+@QUEUE_SETS
+def test_a_stop_whose_raise_is_lost_after_the_last_check_ends_the_wait_at_once(
+    r: redis.Redis, worker_env: Any, monkeypatch: pytest.MonkeyPatch, names: list[str]
+) -> None:
+    real = FastWorker._block_for_work
+
+    def signalled_after_the_check(self: Any, timeout: float, wanted: int) -> Any:
+        # Idle, past the loop's last look at the request: RQ's handler raises, and a handler
+        # that runs in a finalizer has that raise dropped. The request stays recorded.
+        try:
+            self.request_stop(signal.SIGTERM, None)
+        except StopRequested:
+            pass
+        assert self.stop_requested
+        return real(self, timeout, wanted)
+
+    monkeypatch.setattr(FastWorker, "_block_for_work", signalled_after_the_check)
+    # The wait ends at once: the stop alarm rang.
+    _stops_at_once_from_its_wait(r, names)
+
+
+def test_a_wait_on_a_master_that_stops_answering_times_out_with_the_socket(
+    tmp_path: Path, worker_env: Any
+) -> None:
+    # A master that stops answering without closing the connection (stopped, partitioned): the
+    # wait ends after the socket's timeout, as the blocking read did, not after the wait's own.
+    with _worker_on_a_server_of_its_own(tmp_path / "silent") as (server, _client, queue, worker):
+        held = worker.protocol.held
+        assert held.lease is not None
+        held.lease.connection.socket_timeout = 0.5
+        held.lease.connection.disconnect()
+        assert worker.protocol.finish_and_claim([], 1) == []  # connected again, with that timeout
+        assert held.socket().gettimeout() == 0.5
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.exceptions.TimeoutError):
+                worker.protocol.wait_and_claim(queue.key, 20, 1)
+            assert time.monotonic() - started < 10
+            assert worker.protocol.unsure is True  # the claim may have run: recovery checks it
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def _worker_on_a_server_of_its_own(
+    directory: Path,
+) -> Iterator[tuple[RedisProc, redis.Redis, Queue, FastWorker]]:
+    """A private redis-server, a client, a queue and a FastWorker on it that has claimed once."""
+    server = start_redis(directory)
+    client = server.client()
+    try:
+        queue = Queue(QUEUE, connection=client, serializer=JSONSerializer)
+        worker = FastWorker([queue], connection=client, serializer=JSONSerializer)
+        assert worker.protocol.finish_and_claim([], 1) == []
+        yield server, client, queue, worker
+    finally:
+        client.close()
+        server.kill()
 
 
 def test_a_master_demoted_while_the_worker_waits_is_a_lost_master(
@@ -431,12 +512,7 @@ def test_a_master_demoted_while_the_worker_waits_is_a_lost_master(
 ) -> None:
     # REPLICAOF ends the waits of clients blocked in a write (BLMOVE): Redis 7 answers UNBLOCKED
     # and closes the connection. The worker's fault policy must see a lost master in that.
-    server = start_redis(tmp_path / "demoted")
-    client = server.client()
-    try:
-        queue = Queue(QUEUE, connection=client, serializer=JSONSerializer)
-        worker = FastWorker([queue], connection=client, serializer=JSONSerializer)
-        assert worker.protocol.finish_and_claim([], 1) == []
+    with _worker_on_a_server_of_its_own(tmp_path / "demoted") as (_server, client, queue, worker):
         raised: list[BaseException] = []
 
         def wait() -> None:
@@ -455,6 +531,3 @@ def test_a_master_demoted_while_the_worker_waits_is_a_lost_master(
         waiter.join(10)
         assert not waiter.is_alive()
         assert len(raised) == 1 and isinstance(raised[0], UNAVAILABLE_ERRORS), raised
-    finally:
-        client.close()
-        server.kill()
