@@ -30,7 +30,7 @@ from .execution import JobRunner
 from .faults import FaultPolicy
 from .heartbeats import Heartbeat
 from .protocol import ClaimProtocol
-from .waits import QueueWaits, StopAlarm
+from .waits import QueueWaits, StopCut
 
 #: Seconds a stop waits for RQ's scheduler process before killing it.
 SCHEDULER_STOP_SECONDS = 2.0
@@ -49,7 +49,7 @@ class RQWorkerBase(WorkerInternals, SimpleWorker):
     runner: JobRunner
     commands: CommandListener
     waits: QueueWaits
-    stop_alarm: StopAlarm
+    stop_cut: StopCut
     _scheduler_stopping: bool
 
     @property
@@ -162,17 +162,17 @@ class RQWorkerBase(WorkerInternals, SimpleWorker):
             pass
 
     def _shutdown(self) -> None:
-        """The warm-stop step of RQ's signal handler (recorded first), then the stop alarm rung.
+        """The warm-stop step of RQ's signal handler (recorded first), then the wait under way cut.
 
-        The alarm ends a wait for work that began after the loop last looked at the request,
-        even when the handler's ``StopRequested`` was dropped (:class:`~.waits.StopAlarm`).
+        That ends a wait for work that began after the loop last looked at the request, even
+        when the handler's ``StopRequested`` was dropped (:class:`~.waits.StopCut`).
         """
         try:
             super()._shutdown()
         finally:
-            alarm = getattr(self, "stop_alarm", None)
-            if alarm is not None:
-                alarm.ring()
+            stop_cut = getattr(self, "stop_cut", None)
+            if stop_cut is not None:
+                stop_cut.cut()
 
     def teardown(self) -> None:
         """Stop every thread and process with bounded waits; register the death if a master answers."""

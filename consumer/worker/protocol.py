@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError, ReadOnlyError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -179,15 +177,9 @@ class ClaimProtocol:
         wait = ("BLMOVE", queue_key, queue_key, "RIGHT", "RIGHT", f"{timeout:.3f}")
         self.unsure = True
         self.held.send(raw.pack([wait, claim.command]), 2)
-        # A stop request ends the wait at once, even one whose raise was lost (StopAlarm).
-        sock = self.held.socket()
-        if sock is not None and not self.worker.stop_alarm.wait(sock, sock.gettimeout()):
-            self.held.drop()  # ends the wait on the server; a claim it ran is put back (unsure)
-            if self.worker.stop_requested:
-                raise StopRequested()
-            # No answer within the socket's timeout: what the read would have raised.
-            raise RedisTimeoutError("Timeout reading from socket")
-        replies = self._replies()
+        # A stop request ends the wait at once, even one whose raise was lost (StopCut).
+        with self.worker.stop_cut.waiting([self.held.socket()]):
+            replies = self._replies()
         self.unsure = False
         error = raw.first_error(replies)
         if isinstance(error, NoScriptError):

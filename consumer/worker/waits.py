@@ -11,74 +11,65 @@ wakes it within a round trip.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
-import weakref
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from rq.exceptions import StopRequested
 
 
-class StopAlarm:
-    """A byte a stop request leaves in a socket pair, for every later wait for work to find.
+class StopCut:
+    """The sockets of the wait for work under way, which a stop request shuts down.
 
     RQ's signal handler ends an idle worker's wait by raising ``StopRequested`` from the
     blocked read. A handler that runs inside a finalizer has that raise dropped by Python; one
-    that runs after the loop's last look at :attr:`stop_requested` and before its blocking read
-    would then leave the wait to its timeout (``dequeue_timeout``, 30 s by default) although the
-    request is recorded. The byte stays until the worker is gone, so a wait that also watches it
-    ends at once, whenever the request came.
+    that runs after the loop's last look at the request and before its blocking read would then
+    leave the wait to its timeout (``dequeue_timeout``, 30 s by default) although the request
+    is recorded. So a wait names its sockets first and looks at the request after
+    (:meth:`waiting`), and the handler shuts them down (:meth:`cut`): a request before the
+    look is seen by it, one after ends the read or ``select`` at once. It costs the wait no
+    system call (a readiness check before each read cost a pickup 20 to 30 us here).
     """
 
-    def __init__(self) -> None:
-        self._read_end, self._write_end = socket.socketpair()
-        self._read_end.setblocking(False)
-        self._write_end.setblocking(False)
-        # Closed with the alarm (the worker), which may outlive one work() and be run again.
-        weakref.finalize(self, _close, self._read_end, self._write_end)
+    def __init__(self, stop_requested: Callable[[], bool]) -> None:
+        self.stop_requested = stop_requested
+        self._sockets: tuple[socket.socket, ...] = ()
 
-    def ring(self) -> None:
-        """Leave the byte (from a signal handler too: one non-blocking send)."""
+    @contextlib.contextmanager
+    def waiting(self, sockets: Iterable[socket.socket | None]) -> Iterator[None]:
+        """A wait on ``sockets``: ``StopRequested`` if a stop came before or comes during it."""
+        self._sockets = tuple(sock for sock in sockets if sock is not None)
         try:
-            self._write_end.send(b"!")
-        except OSError:
-            pass  # the pair is full of earlier rings, or closed
+            if self.stop_requested():
+                self.cut()  # the server ends the blocked command of a closed connection
+                raise StopRequested()
+            yield
+        except (RedisError, OSError) as exc:
+            if self.stop_requested():
+                raise StopRequested() from exc  # the cut socket reads as a closed connection
+            raise
+        finally:
+            self._sockets = ()
 
-    def fileno(self) -> int:
-        """For ``select``: readable once rung."""
-        return self._read_end.fileno()
-
-    def wait(self, sock: socket.socket, timeout: float | None) -> bool:
-        """Block until ``sock`` is readable (``True``), the alarm rings or ``timeout`` passes (``False``)."""
-        ready = readable([sock.fileno(), self.fileno()], timeout)
-        return sock.fileno() in ready and self.fileno() not in ready
-
-
-def readable(fds: list[int], timeout: float | None) -> set[int]:
-    """Those of ``fds`` that are readable (or closed) within ``timeout`` seconds (``None``: no limit).
-
-    ``poll``, not ``select``: a worker whose jobs hold many files can have sockets numbered past
-    ``select``'s limit of 1,024.
-    """
-    poller = select.poll()
-    for fd in fds:
-        poller.register(fd, select.POLLIN)
-    return {fd for fd, _ in poller.poll(None if timeout is None else timeout * 1000)}
-
-
-def _close(*sockets: socket.socket) -> None:
-    for sock in sockets:
-        sock.close()
+    def cut(self) -> None:
+        """Shut the sockets of the wait under way, if any (from the signal handler)."""
+        for sock in self._sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed already
 
 
 class QueueWaits:
     """One blocked ``BLMOVE`` per queue, each on its own connection of ``client``'s pool."""
 
-    def __init__(self, client: Redis, alarm: StopAlarm) -> None:
+    def __init__(self, client: Redis, stop_cut: StopCut) -> None:
         self.client = client
-        self.alarm = alarm
+        self.stop_cut = stop_cut
         #: Queue key -> the connection whose ``BLMOVE`` on it has not answered yet.
         self._blocked: dict[str, Any] = {}
 
@@ -86,7 +77,7 @@ class QueueWaits:
         """Block until one of ``keys`` holds a job (``True``) or ``timeout`` seconds pass.
 
         A wait whose own server-side timeout ran out also wakes it: the caller then finds no
-        job and waits again. A stop request (the :class:`StopAlarm`) raises ``StopRequested``.
+        job and waits again. A stop request (:class:`StopCut`) raises ``StopRequested``.
         Anything raised here (a stop, a lost master) closes every wait.
         """
         try:
@@ -96,13 +87,12 @@ class QueueWaits:
                     self._blocked[key] = connection
                     # Answers nil after ``timeout`` at the latest, so no connection blocks forever.
                     connection.send_command("BLMOVE", key, key, "RIGHT", "RIGHT", f"{timeout + 1:.3f}")
-            sockets = {self._blocked[key]._sock.fileno(): key for key in keys}
-            ready = readable([*sockets, self.alarm.fileno()], timeout)
-            if self.alarm.fileno() in ready:
-                raise StopRequested()
-            for fd in ready:
-                self._answered(sockets[fd])
-            return bool(ready)
+            sockets = {self._blocked[key]._sock: key for key in keys}
+            with self.stop_cut.waiting(sockets):
+                readable, _, _ = select.select(list(sockets), [], [], timeout)
+                for sock in readable:
+                    self._answered(sockets[sock])
+            return bool(readable)
         except BaseException:
             self.close()
             raise

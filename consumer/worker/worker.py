@@ -38,7 +38,7 @@ from .faults import REDIS_FAULTS, FaultPolicy
 from .heartbeats import Heartbeat
 from .protocol import ClaimProtocol, InFlight, Pending, Started
 from .threads import JobThreads
-from .waits import QueueWaits, StopAlarm
+from .waits import QueueWaits, StopCut
 
 #: Longest blocking wait for work while jobs run on threads (their successes are written meanwhile).
 BUSY_WAIT_SECONDS = 1.0
@@ -94,9 +94,9 @@ class FastWorker(RQWorkerBase):
         self.commands = CommandListener(
             self.connection, self.pubsub_channel_name, self.handle_payload, self.name
         )
-        #: Rung by a stop request; every wait for work also watches it (see :class:`StopAlarm`).
-        self.stop_alarm = StopAlarm()
-        self.waits = QueueWaits(self.connection, self.stop_alarm)
+        #: The sockets of the wait for work under way, which a stop request shuts (:class:`StopCut`).
+        self.stop_cut = StopCut(lambda: self.stop_requested)
+        self.waits = QueueWaits(self.connection, self.stop_cut)
         self._suspension_checked_at = 0.0
         self._scheduler_stopping = False
 
